@@ -1,0 +1,96 @@
+// kvscope bench: prefill and decode speed of a model at given context lengths, with the
+// full KV cache. bench/compare_llama_cpp.py runs it beside llama.cpp on the same file.
+#include "app/cli_common.h"
+
+#include "core/error.h"
+#include "core/generator.h"
+#include "core/kv_cache.h"
+#include "core/model.h"
+#include "core/npy.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace kvscope {
+
+namespace {
+
+struct BenchArgs {
+    ModelOptions model;
+    std::vector<int64_t> contexts{512, 2048};
+    int64_t decode = 64;
+    int repeat = 3;
+    std::string ids_file; // prompt ids to cycle through; default: the tokenized text below
+    bool json = false;
+};
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+// `n` prompt ids: the given ids repeated as often as needed.
+std::vector<int32_t> prompt_of(const std::vector<int32_t>& source, int64_t n) {
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) ids[size_t(i)] = source[size_t(i) % source.size()];
+    return ids;
+}
+
+void run_bench(const BenchArgs& args) {
+    std::unique_ptr<Model> model = load_model(args.model);
+    std::vector<int32_t> source;
+    if (!args.ids_file.empty()) {
+        NpyArray a = read_npy(args.ids_file);
+        if (a.dtype != "<i4" || a.shape.size() != 1 || a.numel() == 0)
+            throw Error(args.ids_file, "ids", "must be a non-empty 1-D int32 array");
+        source.assign(a.i32(), a.i32() + a.numel());
+    } else {
+        source = model->tokenizer().encode("The history of measurement is the history of agreement: a unit is only as "
+                                           "useful as the number of people who share it. ");
+    }
+    if (!args.json)
+        std::printf("%-8s %-8s %10s %14s %14s\n", "context", "decode", "threads", "prefill tok/s", "decode tok/s");
+    for (int64_t context : args.contexts) {
+        std::vector<double> prefill, decode;
+        GenerateOptions options;
+        options.n_predict = args.decode;
+        options.stop_at_end_of_generation = false;
+        DenseKvCache cache(model->config(), context + args.decode, model->device(), model->dtype());
+        std::vector<int32_t> prompt = prompt_of(source, context);
+        for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
+            cache.clear();
+            GenerateResult result = generate(*model, cache, prompt, options);
+            if (r == 0) continue;
+            prefill.push_back(result.prefill_tokens_per_second());
+            decode.push_back(result.decode_tokens_per_second());
+        }
+        if (args.json)
+            std::printf("{\"engine\": \"kvscope\", \"context\": %lld, \"decode_tokens\": %lld, \"threads\": %d, "
+                        "\"prefill_tokens_per_second\": %.3f, \"decode_tokens_per_second\": %.3f}\n",
+                        (long long)context, (long long)args.decode, at::get_num_threads(), median(prefill),
+                        median(decode));
+        else
+            std::printf("%-8lld %-8lld %10d %14.1f %14.1f\n", (long long)context, (long long)args.decode,
+                        at::get_num_threads(), median(prefill), median(decode));
+        std::fflush(stdout);
+    }
+}
+
+} // namespace
+
+void add_bench_command(CLI::App& app) {
+    auto args = std::make_shared<BenchArgs>();
+    CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode tokens per second with the full KV cache "
+                                                "at given context lengths (median of --repeat runs after a warm-up)");
+    add_model_options(*cmd, args->model);
+    cmd->add_option("-c,--contexts", args->contexts, "prompt lengths in tokens")->delimiter(',')->capture_default_str();
+    cmd->add_option("-n,--decode", args->decode, "tokens decoded after each prompt")->capture_default_str();
+    cmd->add_option("-r,--repeat", args->repeat, "timed runs per context")->capture_default_str()->check(CLI::Range(1, 100));
+    cmd->add_option("--ids", args->ids_file, "prompt ids (1-D int32 .npy) to cycle through");
+    cmd->add_flag("--json", args->json, "one JSON object per context instead of a table");
+    cmd->callback([args] { run_bench(*args); });
+}
+
+} // namespace kvscope

@@ -1,0 +1,74 @@
+#include "app/cli_common.h"
+
+#include "core/default_model.h"
+#include "core/error.h"
+#include "core/model.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <unistd.h>
+
+namespace kvscope {
+
+void add_model_options(CLI::App& command, ModelOptions& options) {
+    command.add_option("-m,--model", options.model,
+                       "GGUF file or Hugging Face model directory (default: the bundled SmolLM2-135M-Instruct)");
+    command.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
+    command.add_option("--dtype", options.dtype, "compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16")
+        ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}))
+        ->capture_default_str();
+    command.add_option("-t,--threads", options.threads, "CPU threads (default: one per core)");
+}
+
+namespace {
+
+c10::Device parse_device(const std::string& text) {
+    try {
+        c10::Device device(text);
+        if (device.is_cuda() && !at::hasCUDA())
+            throw Error("--device", text, "this build of libtorch has no CUDA, or no GPU is visible");
+        if (!device.is_cpu() && !device.is_cuda()) throw Error("--device", text, "use cpu or cuda[:N]");
+        return device;
+    } catch (const c10::Error&) {
+        throw Error("--device", text, "not a device name (use cpu or cuda[:N])");
+    }
+}
+
+c10::ScalarType parse_dtype(const std::string& text, const c10::Device& device) {
+    if (text == "f32") return c10::kFloat;
+    if (text == "bf16") return c10::kBFloat16;
+    if (text == "f16") return c10::kHalf;
+    return device.is_cuda() ? c10::kBFloat16 : c10::kFloat;
+}
+
+// "loading model  [#########.........]  47%  layer 13" on one line, rewritten in place.
+void print_progress(double fraction, const std::string& what) {
+    static const bool tty = isatty(fileno(stderr));
+    if (!tty) return; // a log or a pipe gets no progress line
+    const int width = 30, filled = int(fraction * width + 0.5);
+    std::fprintf(stderr, "\rloading model  [%s%s] %3d%%  %-12s%s", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), int(fraction * 100 + 0.5), what.c_str(),
+                 fraction >= 1.0 ? "\n" : "");
+}
+
+} // namespace
+
+std::unique_ptr<Model> load_model(const ModelOptions& options) {
+    at::set_num_threads(options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+    LoadOptions load;
+    load.device = parse_device(options.device);
+    load.dtype = parse_dtype(options.dtype, load.device);
+    load.progress = print_progress;
+    const std::string path = options.model.empty() ? default_model_path() : options.model;
+    if (options.model.empty() && access(path.c_str(), R_OK) != 0)
+        throw Error(path, "model", "the default model is missing: run ./setup.sh (or pass --model)");
+    auto model = std::make_unique<Model>(Model::load(path, load));
+    for (const std::string& warning : model->warnings()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    return model;
+}
+
+} // namespace kvscope

@@ -1,0 +1,49 @@
+// kvscope: the command line entry. Each subcommand lives in its own cli_*.cpp file.
+#include "app/cli_common.h"
+
+#include "core/error.h"
+
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <string>
+#include <unistd.h>
+
+namespace {
+
+// "kvscope: error: <what>" as exactly one line on stderr. On a terminal it first ends a
+// line left open (the progress line, or stdout's echoed prompt); piped, there is none.
+void print_error(const char* prefix, std::string what) {
+    for (char& c : what)
+        if (c == '\n' || c == '\r') c = ' ';
+    std::fflush(stdout); // what was printed before the error comes before it
+    std::fprintf(stderr, "%s%s%s\n", isatty(fileno(stderr)) ? "\n" : "", prefix, what.c_str());
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"KVScope: a workbench for KV-cache compression research.\n"
+                 "Runs real language models through a pluggable KV cache and measures what each method keeps, "
+                 "what it costs and how far it drifts from the full cache."};
+    app.require_subcommand(1);
+    kvscope::add_demo_command(app);
+    kvscope::add_generate_command(app);
+    kvscope::add_logits_command(app);
+    kvscope::add_bench_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const kvscope::Error& e) {
+        print_error("kvscope: error: ", e.what());
+        return 1;
+    } catch (const c10::Error& e) {
+        print_error("kvscope: error in libtorch: ", e.what_without_backtrace());
+        return 1;
+    } catch (const std::exception& e) {
+        print_error("kvscope: error: ", e.what());
+        return 1;
+    }
+    return 0;
+}
