@@ -1,15 +1,13 @@
 #include "app/cli_common.h"
 
+#include "core/cpu_threads.h"
 #include "core/default_model.h"
 #include "core/error.h"
 #include "core/model.h"
 
 #include <ATen/Context.h>
-#include <ATen/Parallel.h>
 
-#include <chrono>
 #include <cstdio>
-#include <thread>
 #include <unistd.h>
 
 namespace kvscope {
@@ -22,6 +20,8 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
         ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}))
         ->capture_default_str();
     command.add_option("-t,--threads", options.threads, "CPU threads (default: one per core)");
+    command.add_flag("--fp32-decode", options.fp32_decode,
+                     "CPU: decode through the dequantized fp32 weights instead of the quantized GGUF blocks");
 }
 
 namespace {
@@ -58,11 +58,12 @@ void print_progress(double fraction, const std::string& what) {
 } // namespace
 
 std::unique_ptr<Model> load_model(const ModelOptions& options) {
-    at::set_num_threads(options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+    set_cpu_threads(options.threads);
     LoadOptions load;
     load.device = parse_device(options.device);
     load.dtype = parse_dtype(options.dtype, load.device);
     load.progress = print_progress;
+    load.block_weights = !options.fp32_decode;
     const std::string path = options.model.empty() ? default_model_path() : options.model;
     if (options.model.empty() && access(path.c_str(), R_OK) != 0)
         throw Error(path, "model", "the default model is missing: run ./setup.sh (or pass --model)");

@@ -16,6 +16,7 @@ struct ModelOptions {
     std::string device = "cpu";
     std::string dtype = "auto"; // f32 on CPU, bf16 on CUDA
     int threads = 0;          // 0: one per core
+    bool fp32_decode = false; // decode through the dequantized weights, not the blocks
 };
 
 void add_model_options(CLI::App& command, ModelOptions& options);

@@ -32,16 +32,21 @@ def llama_cpp_speed(model, ids, context, decode, repeat, threads):
     llm = Llama(model_path=model, n_ctx=context + decode + 8, n_batch=512, n_threads=threads,
                 n_threads_batch=threads, logits_all=False, verbose=False)
     prompt = [ids[i % len(ids)] for i in range(context)]
+    n_vocab = llm.n_vocab()
+
+    def greedy():  # argmax of the last evaluated token's logits (llama.cpp keeps only those)
+        return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
+
     prefill, dec = [], []
     for r in range(repeat + 1):  # the first round warms up and is not counted
         llm.reset()
         start = time.perf_counter()
         llm.eval(prompt)
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = greedy()
         mid = time.perf_counter()
         for _ in range(decode - 1):
             llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            token = greedy()
         end = time.perf_counter()
         if r:
             prefill.append(context / (mid - start))

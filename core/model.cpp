@@ -5,8 +5,10 @@
 
 #include "core/error.h"
 #include "core/kv_cache.h"
+#include "kernels/quant_matvec.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 
@@ -21,12 +23,29 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
     return weight * xf.to(x.scalar_type());
 }
 
-// x W^T + b. A single row goes through a matrix-vector product: libtorch 1.13 sends a
-// one-row matmul through a GEMM path that is 2-6x slower on CPU than its GEMV.
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}) {
-    if (x.size(0) != 1 || !x.is_cpu()) return at::linear(x, weight, bias);
-    at::Tensor y = at::mv(weight, x[0]);
-    return (bias.defined() ? y + bias : y).unsqueeze(0);
+// One row times a BlockMatrix, split by rows over the CPU threads.
+at::Tensor project_blocks(const at::Tensor& x, const Linear& l) {
+    const BlockMatrix& b = l.blocks;
+    const int64_t rows = b.rows.size(0), row_bytes = b.rows.size(1), cols = x.size(1);
+    at::Tensor in = x.contiguous();
+    at::Tensor y = at::empty({1, rows}, x.options());
+    const uint8_t* w = b.rows.data_ptr<uint8_t>();
+    const float* xs = in.data_ptr<float>();
+    float* ys = y.data_ptr<float>();
+    at::parallel_for(0, rows, /*grain_size=*/32, [&](int64_t begin, int64_t end) {
+        kernels::quant_matvec(b.type, w, row_bytes, begin, end, cols, xs, ys);
+    });
+    return l.bias.defined() ? y + l.bias : y;
+}
+
+// x W^T + b. A single row (decode) reads the quantized blocks when the model has them,
+// else goes through a matrix-vector product: libtorch 1.13 sends a one-row matmul
+// through a GEMM path that is 2-6x slower on CPU than its GEMV.
+at::Tensor project(const at::Tensor& x, const Linear& l) {
+    if (x.size(0) != 1 || !x.is_cpu()) return at::linear(x, l.weight, l.bias);
+    if (l.blocks.rows.defined()) return project_blocks(x, l);
+    at::Tensor y = at::mv(l.weight, x[0]);
+    return (l.bias.defined() ? y + l.bias : y).unsqueeze(0);
 }
 
 // RoPE on the half-split layout: x * cos + rotate_half(x) * sin. x is [heads, T, head_dim].
@@ -72,11 +91,13 @@ Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
 int64_t Model::n_params() const {
-    int64_t n = weights_.tok_embd.numel() + weights_.output_norm.numel();
-    if (!weights_.output.is_same(weights_.tok_embd)) n += weights_.output.numel();
-    for (const LayerWeights& L : weights_.layers)
-        for (const at::Tensor* t : {&L.attn_norm, &L.w_qkv, &L.b_qkv, &L.w_o, &L.ffn_norm, &L.w_gate_up, &L.w_down})
-            if (t->defined()) n += t->numel();
+    auto count = [](const at::Tensor& t) { return t.defined() ? t.numel() : 0; };
+    int64_t n = count(weights_.tok_embd) + count(weights_.output_norm);
+    if (!weights_.output.weight.is_same(weights_.tok_embd)) n += count(weights_.output.weight);
+    for (const LayerWeights& L : weights_.layers) {
+        n += count(L.attn_norm) + count(L.ffn_norm);
+        for (const Linear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) n += count(l->weight) + count(l->bias);
+    }
     return n;
 }
 
@@ -103,7 +124,7 @@ at::Tensor Model::forward(const std::vector<int32_t>& tokens, KvCache& cache, bo
 
     for (int64_t il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = weights_.layers[il];
-        at::Tensor qkv = project(rms_norm(x, L.attn_norm, c.rms_eps), L.w_qkv, L.b_qkv);
+        at::Tensor qkv = project(rms_norm(x, L.attn_norm, c.rms_eps), L.qkv);
         auto heads = [&](int64_t first_row, int64_t n_heads) { // -> [n_heads, T, head_dim]
             return qkv.narrow(1, first_row, n_heads * c.head_dim).view({T, n_heads, c.head_dim}).transpose(0, 1);
         };
@@ -111,11 +132,11 @@ at::Tensor Model::forward(const std::vector<int32_t>& tokens, KvCache& cache, bo
         at::Tensor k = apply_rope(heads(q_rows, c.n_head_kv), cos, sin);
         at::Tensor v = heads(q_rows + kv_rows, c.n_head_kv);
         at::Tensor attn = cache.attend(il, q, k, v); // [n_head, T, head_dim]
-        x = x + project(attn.transpose(0, 1).reshape({T, q_rows}), L.w_o);
+        x = x + project(attn.transpose(0, 1).reshape({T, q_rows}), L.o);
 
-        at::Tensor gate_up = project(rms_norm(x, L.ffn_norm, c.rms_eps), L.w_gate_up);
+        at::Tensor gate_up = project(rms_norm(x, L.ffn_norm, c.rms_eps), L.gate_up);
         at::Tensor gate = gate_up.narrow(1, 0, c.n_ff), up = gate_up.narrow(1, c.n_ff, c.n_ff);
-        x = x + project(at::silu(gate) * up, L.w_down);
+        x = x + project(at::silu(gate) * up, L.down);
     }
     cache.commit(T);
     if (!all_logits) x = x.narrow(0, T - 1, 1);

@@ -4,6 +4,7 @@
 
 #include "core/model_config.h"
 #include "core/tokenizer.h"
+#include "kernels/ggml_types.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -16,27 +17,43 @@ namespace kvscope {
 
 class KvCache;
 
+// A weight matrix in ggml blocks, as the model file stores it: row r is rows[r], its
+// in_features / block_elems blocks of `type`.
+struct BlockMatrix {
+    kernels::GgmlType type = kernels::GgmlType::F32;
+    at::Tensor rows; // uint8 [out_features, row_bytes], or undefined
+};
+
+// y = x W^T + b. Where the file held W quantized, the blocks are kept too: a one-row
+// product on the CPU (decode) reads them instead of fp32, 4-7x fewer bytes.
+struct Linear {
+    at::Tensor weight;  // [out_features, in_features], compute dtype
+    at::Tensor bias;    // [out_features], or undefined
+    BlockMatrix blocks; // CPU fp32 models loaded from quantized GGUF tensors only
+};
+
 struct LayerWeights {
-    at::Tensor attn_norm;             // [n_embd]
-    at::Tensor w_qkv;                 // [(n_head + 2 n_head_kv) head_dim, n_embd], q|k|v rows
-    at::Tensor b_qkv;                 // same rows, or undefined without biases
-    at::Tensor w_o;                   // [n_embd, n_head head_dim]
-    at::Tensor ffn_norm;              // [n_embd]
-    at::Tensor w_gate_up;             // [2 n_ff, n_embd], gate|up rows
-    at::Tensor w_down;                // [n_embd, n_ff]
+    at::Tensor attn_norm; // [n_embd]
+    Linear qkv;           // [(n_head + 2 n_head_kv) head_dim, n_embd]: q|k|v rows
+    Linear o;             // [n_embd, n_head head_dim]
+    at::Tensor ffn_norm;  // [n_embd]
+    Linear gate_up;       // [2 n_ff, n_embd]: gate|up rows
+    Linear down;          // [n_embd, n_ff]
 };
 
 struct ModelWeights {
-    at::Tensor tok_embd;              // [n_vocab, n_embd]
-    at::Tensor output_norm;           // [n_embd]
-    at::Tensor output;                // [n_vocab, n_embd] (the same tensor as tok_embd when tied)
-    at::Tensor rope_freq_factors;     // [head_dim / 2] divisors (GGUF llama3), or undefined
+    at::Tensor tok_embd;          // [n_vocab, n_embd]
+    at::Tensor output_norm;       // [n_embd]
+    Linear output;                // [n_vocab, n_embd]; its weight is tok_embd when tied
+    at::Tensor rope_freq_factors; // [head_dim / 2] divisors (GGUF llama3), or undefined
     std::vector<LayerWeights> layers;
 };
 
 struct LoadOptions {
     c10::Device device = c10::kCPU;
     c10::ScalarType dtype = c10::kFloat; // compute dtype: Float, BFloat16 or Half
+    // Keep quantized GGUF weights as blocks for one-row products (CPU, fp32 only).
+    bool block_weights = true;
     // Called as loading advances, with a fraction in [0, 1] and what is being read.
     std::function<void(double fraction, const std::string& what)> progress;
 };

@@ -34,6 +34,8 @@ public:
     // The tensor as fp32 on the CPU; throws if absent or not of `shape`.
     virtual at::Tensor read(const std::string& name, at::IntArrayRef shape) const = 0;
     virtual const std::string& file_of(const std::string& name) const = 0;
+    // The tensor's ggml blocks when the file stores it quantized; rows undefined otherwise.
+    virtual BlockMatrix read_blocks(const std::string& name) const { return {}; }
 
     void check_shape(const std::string& name, at::IntArrayRef actual, at::IntArrayRef expected) const {
         if (actual != expected)
@@ -58,6 +60,15 @@ public:
         at::Tensor out = at::empty(torch_shape, at::kFloat);
         kernels::dequantize(info->type, gguf_.tensor_data(*info), out.data_ptr<float>(), info->n_elements());
         return out;
+    }
+
+    BlockMatrix read_blocks(const std::string& name) const override {
+        const GgufTensorInfo* info = gguf_.tensor(name);
+        if (!info || info->type == kernels::GgmlType::F32 || info->ne.size() != 2) return {};
+        const int64_t rows = info->ne[1], row_bytes = int64_t(info->n_bytes) / rows;
+        // A copy: the model outlives the file's mapping.
+        at::Tensor blocks = at::from_blob(const_cast<uint8_t*>(gguf_.tensor_data(*info)), {rows, row_bytes}, at::kByte);
+        return {info->type, blocks.clone()};
     }
 
 private:
@@ -116,11 +127,19 @@ at::Tensor unpermute_rope_rows(const at::Tensor& w, int64_t n_head) {
     return w.reshape(shape).transpose(1, 2).reshape(w.sizes()).contiguous();
 }
 
+// One part of a Linear: a tensor, its rows, and the head count to un-permute by (0: none).
+struct Part {
+    std::string name;
+    int64_t rows;
+    int64_t unpermute_heads = 0;
+};
+
 ModelWeights read_weights(const TensorSource& src, const ModelConfig& c, bool gguf,
                           const LoadOptions& options, std::vector<std::string>& warnings) {
     Names n{gguf};
     const int64_t q_rows = c.n_head * c.head_dim, kv_rows = c.n_head_kv * c.head_dim;
     const int64_t total = c.n_layer + 2;
+    const bool keep_blocks = options.block_weights && options.device.is_cpu() && options.dtype == at::kFloat;
     auto progress = [&](int64_t done, const std::string& what) {
         if (options.progress) options.progress(double(done) / double(total), what);
     };
@@ -132,38 +151,60 @@ ModelWeights read_weights(const TensorSource& src, const ModelConfig& c, bool gg
                                " NaN or Inf values");
         return t;
     };
-    const bool unpermute = gguf && c.arch != Arch::Qwen2; // llama.cpp permutes Llama/Mistral only
+    // Parts stacked by rows, as fp32 and, when every part is quantized alike, as blocks.
+    auto linear = [&](const std::vector<Part>& parts, int64_t cols) {
+        std::vector<at::Tensor> weights, blocks;
+        for (const Part& p : parts) {
+            at::Tensor w = read(p.name, {p.rows, cols});
+            weights.push_back(p.unpermute_heads ? unpermute_rope_rows(w, p.unpermute_heads) : w);
+        }
+        Linear l{weights.size() == 1 ? weights[0] : at::cat(weights), {}, {}};
+        for (const Part& p : parts) {
+            BlockMatrix b = keep_blocks ? src.read_blocks(p.name) : BlockMatrix{};
+            if (!b.rows.defined() || (!blocks.empty() && b.type != l.blocks.type)) return l;
+            l.blocks.type = b.type;
+            blocks.push_back(p.unpermute_heads ? unpermute_rope_rows(b.rows, p.unpermute_heads) : b.rows);
+        }
+        l.blocks.rows = blocks.size() == 1 ? blocks[0] : at::cat(blocks);
+        return l;
+    };
+    // llama.cpp permutes the q/k rows of Llama and Mistral, not of Qwen2.
+    const bool permuted = gguf && c.arch != Arch::Qwen2;
+    const int64_t q_heads = permuted ? c.n_head : 0, k_heads = permuted ? c.n_head_kv : 0;
 
     ModelWeights w;
     progress(0, "embeddings");
-    w.tok_embd = read(n.global("token_embd.weight", "model.embed_tokens.weight"), {c.n_vocab, c.n_embd});
+    const std::string embd_name = n.global("token_embd.weight", "model.embed_tokens.weight");
+    const std::string output_name = n.global("output.weight", "lm_head.weight");
+    w.tok_embd = read(embd_name, {c.n_vocab, c.n_embd});
     w.output_norm = read(n.global("output_norm.weight", "model.norm.weight"), {c.n_embd});
-    std::string output_name = n.global("output.weight", "lm_head.weight");
-    w.output = (c.tied_embeddings && !src.has(output_name)) ? w.tok_embd : read(output_name, {c.n_vocab, c.n_embd});
+    if (c.tied_embeddings && !src.has(output_name)) {
+        w.output.weight = w.tok_embd;
+        if (keep_blocks) w.output.blocks = src.read_blocks(embd_name);
+    } else {
+        w.output = linear({{output_name, c.n_vocab}}, c.n_embd);
+    }
     if (gguf && src.has("rope_freqs.weight")) w.rope_freq_factors = read("rope_freqs.weight", {c.head_dim / 2});
 
     for (int64_t il = 0; il < c.n_layer; ++il) {
         progress(1 + il, "layer " + std::to_string(il));
+        auto name = [&](const char* gguf_name, const char* hf_name) { return n.layer(il, gguf_name, hf_name); };
         LayerWeights L;
-        L.attn_norm = read(n.layer(il, "attn_norm.weight", "input_layernorm.weight"), {c.n_embd});
-        at::Tensor wq = read(n.layer(il, "attn_q.weight", "self_attn.q_proj.weight"), {q_rows, c.n_embd});
-        at::Tensor wk = read(n.layer(il, "attn_k.weight", "self_attn.k_proj.weight"), {kv_rows, c.n_embd});
-        at::Tensor wv = read(n.layer(il, "attn_v.weight", "self_attn.v_proj.weight"), {kv_rows, c.n_embd});
-        if (unpermute) {
-            wq = unpermute_rope_rows(wq, c.n_head);
-            wk = unpermute_rope_rows(wk, c.n_head_kv);
-        }
-        L.w_qkv = at::cat({wq, wk, wv}, 0);
-        if (c.qkv_bias) {
-            L.b_qkv = at::cat({read(n.layer(il, "attn_q.bias", "self_attn.q_proj.bias"), {q_rows}),
-                               read(n.layer(il, "attn_k.bias", "self_attn.k_proj.bias"), {kv_rows}),
-                               read(n.layer(il, "attn_v.bias", "self_attn.v_proj.bias"), {kv_rows})});
-        }
-        L.w_o = read(n.layer(il, "attn_output.weight", "self_attn.o_proj.weight"), {c.n_embd, q_rows});
-        L.ffn_norm = read(n.layer(il, "ffn_norm.weight", "post_attention_layernorm.weight"), {c.n_embd});
-        L.w_gate_up = at::cat({read(n.layer(il, "ffn_gate.weight", "mlp.gate_proj.weight"), {c.n_ff, c.n_embd}),
-                               read(n.layer(il, "ffn_up.weight", "mlp.up_proj.weight"), {c.n_ff, c.n_embd})});
-        L.w_down = read(n.layer(il, "ffn_down.weight", "mlp.down_proj.weight"), {c.n_embd, c.n_ff});
+        L.attn_norm = read(name("attn_norm.weight", "input_layernorm.weight"), {c.n_embd});
+        L.qkv = linear({{name("attn_q.weight", "self_attn.q_proj.weight"), q_rows, q_heads},
+                        {name("attn_k.weight", "self_attn.k_proj.weight"), kv_rows, k_heads},
+                        {name("attn_v.weight", "self_attn.v_proj.weight"), kv_rows}},
+                       c.n_embd);
+        if (c.qkv_bias)
+            L.qkv.bias = at::cat({read(name("attn_q.bias", "self_attn.q_proj.bias"), {q_rows}),
+                                  read(name("attn_k.bias", "self_attn.k_proj.bias"), {kv_rows}),
+                                  read(name("attn_v.bias", "self_attn.v_proj.bias"), {kv_rows})});
+        L.o = linear({{name("attn_output.weight", "self_attn.o_proj.weight"), c.n_embd}}, q_rows);
+        L.ffn_norm = read(name("ffn_norm.weight", "post_attention_layernorm.weight"), {c.n_embd});
+        L.gate_up = linear({{name("ffn_gate.weight", "mlp.gate_proj.weight"), c.n_ff},
+                            {name("ffn_up.weight", "mlp.up_proj.weight"), c.n_ff}},
+                           c.n_embd);
+        L.down = linear({{name("ffn_down.weight", "mlp.down_proj.weight"), c.n_embd}}, c.n_ff);
         w.layers.push_back(std::move(L));
     }
     progress(total, "done");
@@ -172,20 +213,25 @@ ModelWeights read_weights(const TensorSource& src, const ModelConfig& c, bool gg
 
 // Every tensor on the compute device, in the compute dtype (norms too: RMSNorm runs in
 // fp32 on the activations and multiplies by the weight in the compute dtype, as
-// transformers does).
+// transformers does). Blocks stay on the CPU, where they are used.
 void move_to(ModelWeights& w, c10::Device device, c10::ScalarType dtype) {
     auto move = [&](at::Tensor& t) {
         if (t.defined()) t = t.to(device, dtype);
     };
-    const bool tied = w.output.is_same(w.tok_embd);
+    auto move_linear = [&](Linear& l) {
+        move(l.weight);
+        move(l.bias);
+    };
+    const bool tied = w.output.weight.is_same(w.tok_embd);
     move(w.tok_embd);
-    w.output = tied ? w.tok_embd : w.output;
-    if (!tied) move(w.output);
+    if (tied) w.output.weight = w.tok_embd;
+    else move_linear(w.output);
     move(w.output_norm);
     if (w.rope_freq_factors.defined()) w.rope_freq_factors = w.rope_freq_factors.to(device, at::kFloat);
     for (LayerWeights& L : w.layers) {
-        for (at::Tensor* t : {&L.attn_norm, &L.w_qkv, &L.b_qkv, &L.w_o, &L.ffn_norm, &L.w_gate_up, &L.w_down})
-            move(*t);
+        move(L.attn_norm);
+        move(L.ffn_norm);
+        for (Linear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) move_linear(*l);
     }
 }
 
