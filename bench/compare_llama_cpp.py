@@ -57,7 +57,7 @@ def llama_cpp_speed(model, ids, context, decode, repeat, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=default_model())
-    parser.add_argument("--kvscope", default=os.path.join(os.path.dirname(__file__), "../build/app/kvscope"))
+    parser.add_argument("--kvscope", default=os.path.join(os.path.dirname(__file__), "../build/kvscope"))
     parser.add_argument("--contexts", default="512,2048")
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)

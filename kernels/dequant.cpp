@@ -5,6 +5,8 @@
 // GGUF data is little-endian and so are the hosts we build for.
 #include "kernels/dequant.h"
 
+#include "kernels/ggml_bytes.h"
+
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -12,37 +14,6 @@
 namespace kvscope::kernels {
 
 namespace {
-
-uint16_t load_u16(const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
-float float_from_bits(uint32_t bits) {
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-// IEEE half -> float, exact for every input (fp32 has a wider exponent and mantissa).
-float fp16_to_fp32(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exponent = (h >> 10) & 0x1fu;
-    const uint32_t mantissa = h & 0x3ffu;
-    if (exponent == 0x1f) // inf or nan; the nan payload (and quiet bit) moves up unchanged
-        return float_from_bits(sign | 0x7f800000u | (mantissa << 13));
-    if (exponent != 0) // normal: rebias the exponent from 15 to 127
-        return float_from_bits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-    // zero or subnormal: mantissa * 2^-24, which fp32 represents exactly
-    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
-    return sign ? -magnitude : magnitude;
-}
-
-float load_fp16(const uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
-
-// bf16 is the top half of an fp32.
-float bf16_to_fp32(uint16_t h) { return float_from_bits(static_cast<uint32_t>(h) << 16); }
 
 void dequant_f32(const uint8_t* src, float* dst, int64_t n) {
     if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));

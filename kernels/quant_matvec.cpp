@@ -26,6 +26,7 @@
 #include "kernels/quant_matvec.h"
 
 #include "kernels/dequant.h"
+#include "kernels/ggml_bytes.h"
 
 #include <algorithm>
 #include <cstring>
@@ -47,39 +48,6 @@ namespace {
 
 // =======================================================================================
 // [1] Shared helpers
-
-uint16_t load_u16(const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
-uint32_t load_u32(const uint8_t* p) {
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
-float float_from_bits(uint32_t bits) {
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-// IEEE half -> float, exact for every input (the same conversion dequantize uses).
-float fp16_to_fp32(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exponent = (h >> 10) & 0x1fu;
-    const uint32_t mantissa = h & 0x3ffu;
-    if (exponent == 0x1f) return float_from_bits(sign | 0x7f800000u | (mantissa << 13));
-    if (exponent != 0) return float_from_bits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
-    return sign ? -magnitude : magnitude;
-}
-
-float load_fp16(const uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
-
-float load_bf16(const uint8_t* p) { return float_from_bits(static_cast<uint32_t>(load_u16(p)) << 16); }
 
 // Q4_K's 12 scale bytes hold eight 6-bit scales and eight 6-bit mins (one pair per 32-element
 // sub-block). Sub-blocks 0-3: low 6 bits of bytes 0-3 (scale) and 4-7 (min). Sub-blocks
