@@ -22,6 +22,7 @@ debian_packages=(
   python3 python3-venv                          # reference scripts (tests/reference)
   libtorch-dev libopenblas0-pthread             # tensors; OpenBLAS instead of the reference BLAS
   nlohmann-json3-dev libcli11-dev libpcre2-dev  # JSON, command line, tokenizer regexes
+  libutf8proc-dev                               # Unicode normalization (NFC) for tokenizers
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
 )
 

@@ -24,9 +24,11 @@
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -498,6 +500,7 @@ struct Vocabulary {
     // do we for GGUF.
     int32_t unk_byte = -1;
     bool add_bos = false;
+    bool nfc = false; // tokenizer.json's NFC normalizer (Qwen2), applied to plain text
     std::unordered_set<int32_t> end_of_generation;
     std::string chat_template;
 
@@ -739,9 +742,12 @@ void load_added_tokens_json(Vocabulary& vocab, const Json& added) {
 }
 
 void load_tokenizer_json(Vocabulary& vocab, const Json& tokenizer) {
-    if (tokenizer.contains("normalizer") && !tokenizer["normalizer"].is_null())
-        throw Error(vocab.source, "normalizer",
-                    "type \"" + tokenizer["normalizer"].value("type", "?") + "\" is not supported");
+    const Json normalizer = tokenizer.value("normalizer", Json());
+    if (!normalizer.is_null()) {
+        const std::string type = normalizer.is_object() ? normalizer.value("type", "?") : "?";
+        if (type != "NFC") throw Error(vocab.source, "normalizer", "type \"" + type + "\" is not supported (NFC is)");
+        vocab.nfc = true;
+    }
     const Json& model = tokenizer.at("model");
     load_bpe_model_json(vocab, model);
     load_added_tokens_json(vocab, tokenizer.value("added_tokens", Json::array()));
@@ -876,8 +882,21 @@ void Vocabulary::encode_word(std::string_view word, std::vector<int32_t>& out) c
     cache.put(word, out.data() + start, out.size() - start);
 }
 
+// Canonical composition (NFC) with utf8proc; text that is not valid UTF-8 stays as it is.
+std::string nfc_normalized(std::string_view text) {
+    utf8proc_uint8_t* mapped = nullptr;
+    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                            utf8proc_ssize_t(text.size()), &mapped,
+                                            utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+    std::string out = n < 0 ? std::string(text) : std::string(reinterpret_cast<char*>(mapped), size_t(n));
+    std::free(mapped);
+    return out;
+}
+
 void Vocabulary::encode_plain(std::string_view text, pcre2_match_data* match, std::vector<int32_t>& out) const {
     if (text.empty()) return;
+    std::string normalized;
+    if (nfc) text = normalized = nfc_normalized(text);
     if (pre_tokenizer.empty()) { encode_word(text, out); return; }
     pre_tokenizer.split(text, match, [&](std::string_view word) { encode_word(word, out); });
 }

@@ -360,6 +360,19 @@ TEST(TokenizerHfDir, TinyVocabularyBothMergeFormats) {
     }
 }
 
+TEST(TokenizerHfDir, NfcNormalizerComposesBeforeEncoding) {
+    const std::string dir = test::scratch_dir("tokenizer_nfc");
+    Json j = tiny_tokenizer_json({}, Json::array());
+    const std::string decomposed = "e\xCC\x81", composed = "\xC3\xA9"; // e + U+0301, U+00E9
+    write_text(dir + "/tokenizer.json", j.dump());
+    EXPECT_EQ(Tokenizer::from_hf_dir(dir).encode(decomposed), (std::vector<int32_t>{'e', 0xCC, 0x81}));
+    j["normalizer"] = {{"type", "NFC"}};
+    write_text(dir + "/tokenizer.json", j.dump());
+    const Tokenizer tok = Tokenizer::from_hf_dir(dir);
+    EXPECT_EQ(tok.encode(decomposed), (std::vector<int32_t>{0xC3, 0xA9}));
+    EXPECT_EQ(tok.encode(composed + "<eos>" + decomposed), (std::vector<int32_t>{0xC3, 0xA9, 256, 0xC3, 0xA9}));
+}
+
 //-----------------------------------------------------------------------------
 // [SECTION] Bad input
 //-----------------------------------------------------------------------------
@@ -391,6 +404,14 @@ TEST(TokenizerErrors, UnsupportedPreTokenizerIsNamed) {
     j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "▁"}};
     write_text(dir + "/tokenizer.json", j.dump());
     expect_error([&] { Tokenizer::from_hf_dir(dir); }, {"pre_tokenizer", "Metaspace"});
+}
+
+TEST(TokenizerErrors, UnsupportedNormalizerIsNamed) {
+    const std::string dir = test::scratch_dir("tokenizer_bad_normalizer");
+    Json j = tiny_tokenizer_json({}, Json::array());
+    j["normalizer"] = {{"type", "Lowercase"}};
+    write_text(dir + "/tokenizer.json", j.dump());
+    expect_error([&] { Tokenizer::from_hf_dir(dir); }, {"normalizer", "Lowercase"});
 }
 
 TEST(TokenizerErrors, SentencePieceGgufIsRefused) {

@@ -29,8 +29,8 @@ rpath_link=$(cd "$torch_lib/../.." && ls -d nvidia/*/lib 2>/dev/null | sed "s|^|
       "| transformers", transformers.__version__, "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")'
 echo "torch cmake prefix: $torch_prefix"
 
-# The .pc file was packed with a placeholder prefix: point it at this checkout.
-sed -i "s|^prefix=.*|prefix=$deps|" "$deps/lib/pkgconfig/libpcre2-8.pc"
+# The .pc files were packed with a placeholder prefix: point them at this checkout.
+sed -i "s|^prefix=.*|prefix=$deps|" "$deps"/lib/pkgconfig/*.pc
 export PKG_CONFIG_PATH="$deps/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 # CMake puts .deps/lib in the binary's RPATH; this also covers a build without one.
 export LD_LIBRARY_PATH="$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
