@@ -26,13 +26,15 @@ int main(int argc, char** argv) {
     CLI::App app{"KVScope: a workbench for KV-cache compression research.\n"
                  "Runs real language models through a pluggable KV cache and measures what each method keeps, "
                  "what it costs and how far it drifts from the full cache."};
-    app.require_subcommand(1);
+    app.require_subcommand(0, 1);
     kvscope::add_demo_command(app);
     kvscope::add_generate_command(app);
     kvscope::add_logits_command(app);
     kvscope::add_bench_command(app);
     try {
         app.parse(argc, argv);
+        // No subcommand: the workbench will open here once the GUI lands; until then, help.
+        if (app.get_subcommands().empty()) std::fputs(app.help().c_str(), stdout);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     } catch (const kvscope::Error& e) {
