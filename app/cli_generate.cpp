@@ -82,6 +82,7 @@ void run_generate(const GenerateArgs& args) {
     });
     std::fwrite(pending.data(), 1, pending.size(), stdout);
     std::fputs("\n", stdout);
+    std::fflush(stdout); // the text ends before the statistics line on stderr
     std::fprintf(stderr,
                  "prompt: %lld tokens, prefill %.1f tokens/s | generated: %zu tokens, decode %.1f tokens/s | "
                  "stop: %s | KV cache %.1f MiB\n",
