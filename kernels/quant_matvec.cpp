@@ -104,25 +104,16 @@ float dot_f32_scalar(const uint8_t* row, int64_t n, const float* x, const float*
     return (s0 + s1) + (s2 + s3);
 }
 
-float dot_f16_scalar(const uint8_t* row, int64_t n, const float* x, const float*) {
+// fp16 and bf16 rows: two running sums; only the element conversion differs.
+template <float (*load)(const uint8_t*)>
+float dot_half_scalar(const uint8_t* row, int64_t n, const float* x, const float*) {
     float s0 = 0.0f, s1 = 0.0f;
     int64_t i = 0;
     for (; i + 2 <= n; i += 2) {
-        s0 += load_fp16(row + 2 * i) * x[i];
-        s1 += load_fp16(row + 2 * i + 2) * x[i + 1];
+        s0 += load(row + 2 * i) * x[i];
+        s1 += load(row + 2 * i + 2) * x[i + 1];
     }
-    for (; i < n; ++i) s0 += load_fp16(row + 2 * i) * x[i];
-    return s0 + s1;
-}
-
-float dot_bf16_scalar(const uint8_t* row, int64_t n, const float* x, const float*) {
-    float s0 = 0.0f, s1 = 0.0f;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-        s0 += load_bf16(row + 2 * i) * x[i];
-        s1 += load_bf16(row + 2 * i + 2) * x[i + 1];
-    }
-    for (; i < n; ++i) s0 += load_bf16(row + 2 * i) * x[i];
+    for (; i < n; ++i) s0 += load(row + 2 * i) * x[i];
     return s0 + s1;
 }
 
@@ -528,7 +519,7 @@ struct KernelSet {
     Kernel f32, f16, bf16, q4_0, q4_1, q8_0, q4_k, q6_k;
 };
 
-constexpr KernelSet kScalar = {{dot_f32_scalar},  {dot_f16_scalar},  {dot_bf16_scalar}, {dot_q4_0_scalar},
+constexpr KernelSet kScalar = {{dot_f32_scalar},  {dot_half_scalar<load_fp16>},  {dot_half_scalar<load_bf16>}, {dot_q4_0_scalar},
                                {dot_q4_1_scalar}, {dot_q8_0_scalar}, {dot_q4_k_scalar}, {dot_q6_k_scalar}};
 #if KVSCOPE_MATVEC_X86
 constexpr KernelSet kAvx2 = {{dot_f32_avx2},
