@@ -272,33 +272,27 @@ KVSCOPE_AVX2 float dot_f32_avx2(const uint8_t* row, int64_t n, const float* x, c
     return acc;
 }
 
-KVSCOPE_AVX2 float dot_f16_avx2(const uint8_t* row, int64_t n, const float* x, const float*) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
-        const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i + 16)));
-        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
-    }
-    float acc = hsum(_mm256_add_ps(a0, a1));
-    for (; i < n; ++i)
-        acc = _mm_cvtss_f32(_mm_fmadd_ss(fp16x1(row + 2 * i), _mm_set_ss(x[i]), _mm_set_ss(acc)));
-    return acc;
+// Eight fp16 / bf16 values to eight floats (both conversions are exact).
+KVSCOPE_AVX2 inline __m256 widen_fp16(const uint8_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+KVSCOPE_AVX2 inline __m256 widen_bf16(const uint8_t* p) {
+    const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
 }
 
-KVSCOPE_AVX2 float dot_bf16_avx2(const uint8_t* row, int64_t n, const float* x, const float*) {
+// fp16 and bf16 rows: two accumulators of eight; only the widening differs.
+template <__m256 (*widen)(const uint8_t*), float (*load)(const uint8_t*)>
+KVSCOPE_AVX2 float dot_half_avx2(const uint8_t* row, int64_t n, const float* x, const float*) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m256i h0 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
-        const __m256i h1 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i + 16)));
-        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_loadu_ps(x + i + 8), a1);
+        a0 = _mm256_fmadd_ps(widen(row + 2 * i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(widen(row + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
     }
     float acc = hsum(_mm256_add_ps(a0, a1));
     for (; i < n; ++i)
-        acc = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(load_bf16(row + 2 * i)), _mm_set_ss(x[i]), _mm_set_ss(acc)));
+        acc = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(load(row + 2 * i)), _mm_set_ss(x[i]), _mm_set_ss(acc)));
     return acc;
 }
 
@@ -523,8 +517,8 @@ constexpr KernelSet kScalar = {{dot_f32_scalar},  {dot_half_scalar<load_fp16>}, 
                                {dot_q4_1_scalar}, {dot_q8_0_scalar}, {dot_q4_k_scalar}, {dot_q6_k_scalar}};
 #if KVSCOPE_MATVEC_X86
 constexpr KernelSet kAvx2 = {{dot_f32_avx2},
-                             {dot_f16_avx2},
-                             {dot_bf16_avx2},
+                             {dot_half_avx2<widen_fp16, load_fp16>},
+                             {dot_half_avx2<widen_bf16, load_bf16>},
                              {dot_q4_0_avx2, dot2_q4_0_avx2},
                              {dot_q4_1_avx2, dot2_q4_1_avx2},
                              {dot_q8_0_avx2, dot2_q8_0_avx2},
