@@ -23,6 +23,7 @@ debian_packages=(
   libtorch-dev libopenblas0-pthread             # tensors; OpenBLAS instead of the reference BLAS
   nlohmann-json3-dev libcli11-dev libpcre2-dev  # JSON, command line, tokenizer regexes
   libutf8proc-dev                               # Unicode normalization (NFC) for tokenizers
+  libdlpack-dev                                 # the tensor exchange struct of the plugin ABI
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
 )
 

@@ -1,10 +1,13 @@
 // kvscope bench: prefill and decode speed of a model at given context lengths, with the
-// full KV cache. bench/compare_llama_cpp.py runs it beside llama.cpp on the same file.
+// full KV cache (bench/compare_llama_cpp.py runs it beside llama.cpp on the same file), or
+// with cache methods at a budget beside the full cache in the same run (--methods): the
+// policy's overhead and the bytes it saves.
 #include "app/cli_common.h"
 
+#include "core/engine.h"
 #include "core/error.h"
 #include "core/generator.h"
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 #include "core/npy.h"
 
@@ -24,6 +27,9 @@ struct BenchArgs {
     int repeat = 3;
     std::string ids_file; // prompt ids to cycle through; default: the tokenized text below
     bool json = false;
+    std::vector<std::string> plugins;
+    std::string methods;       // empty: the full-cache speed table
+    std::string budget = "50%";
 };
 
 double median(std::vector<double> v) {
@@ -38,6 +44,59 @@ std::vector<int32_t> prompt_of(const std::vector<int32_t>& source, int64_t n) {
     return ids;
 }
 
+// Each method beside the full cache at every context: decode speed, its ratio to the
+// full cache's, and the KV bytes held at the end.
+void run_method_bench(const BenchArgs& args, const Model& model, const std::vector<int32_t>& source) {
+    auto registry = make_registry(args.plugins);
+    std::vector<std::string> specs{"full"};
+    for (const std::string& spec : split_specs(args.methods))
+        if (spec != "full") specs.push_back(spec);
+    for (const std::string& spec : specs) resolve_method_spec(*registry, spec);
+    if (!args.json)
+        std::printf("%-8s %-58s %7s %14s %13s %8s %9s %6s %7s\n", "context", "method", "budget", "prefill tok/s",
+                    "decode tok/s", "vs full", "KV MiB", "KV %", "policy");
+    for (int64_t context : args.contexts) {
+        const std::vector<int32_t> prompt = prompt_of(source, context);
+        double full_tps = 0, full_bytes = 0;
+        for (const std::string& spec : specs) {
+            RunOptions options;
+            options.method = spec;
+            options.budget = Budget::parse(spec == "full" ? "100%" : args.budget);
+            options.n_predict = args.decode;
+            options.stop_at_end_of_generation = false;
+            std::vector<double> prefill, decode, policy;
+            RunSummary s;
+            for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
+                s = run_method(model, *registry, prompt, options, nullptr);
+                if (s.status != "ok") throw Error(s.error);
+                if (r == 0) continue;
+                prefill.push_back(double(context) / s.prefill_seconds);
+                decode.push_back(s.decode_tokens_per_second());
+                policy.push_back(s.policy_seconds / (s.prefill_seconds + s.decode_seconds));
+            }
+            const double tps = median(decode);
+            if (spec == "full") {
+                full_tps = tps;
+                full_bytes = double(s.kv_bytes);
+            }
+            if (args.json)
+                std::printf("{\"engine\": \"kvscope\", \"context\": %lld, \"decode_tokens\": %lld, \"threads\": %d, "
+                            "\"device\": \"%s\", \"method\": \"%s\", \"budget\": \"%s\", \"prefill_tokens_per_second\": %.3f, "
+                            "\"decode_tokens_per_second\": %.3f, \"decode_vs_full\": %.4f, \"kv_bytes\": %lld, "
+                            "\"full_kv_bytes\": %.0f, \"policy_share\": %.4f}\n",
+                            (long long)context, (long long)args.decode, at::get_num_threads(), model.device().str().c_str(),
+                            s.method.c_str(), s.budget.c_str(), median(prefill), tps, tps / full_tps,
+                            (long long)s.kv_bytes, full_bytes, median(policy));
+            else
+                std::printf("%-8lld %-58s %7s %14.1f %13.1f %7.1f%% %9.2f %5.1f%% %6.2f%%\n", (long long)context,
+                            s.method.c_str(), spec == "full" ? "-" : s.budget.c_str(), median(prefill), tps,
+                            100 * tps / full_tps, double(s.kv_bytes) / 1048576.0, 100 * double(s.kv_bytes) / full_bytes,
+                            100 * median(policy));
+            std::fflush(stdout);
+        }
+    }
+}
+
 void run_bench(const BenchArgs& args) {
     std::unique_ptr<Model> model = load_model(args.model);
     std::vector<int32_t> source;
@@ -50,6 +109,7 @@ void run_bench(const BenchArgs& args) {
         source = model->tokenizer().encode("The history of measurement is the history of agreement: a unit is only as "
                                            "useful as the number of people who share it. ");
     }
+    if (!args.methods.empty()) return run_method_bench(args, *model, source);
     if (!args.json)
         std::printf("%-8s %-8s %10s %14s %14s\n", "context", "decode", "threads", "prefill tok/s", "decode tok/s");
     for (int64_t context : args.contexts) {
@@ -57,7 +117,7 @@ void run_bench(const BenchArgs& args) {
         GenerateOptions options;
         options.n_predict = args.decode;
         options.stop_at_end_of_generation = false;
-        DenseKvCache cache(model->config(), context + args.decode, model->device(), model->dtype());
+        KvStore cache(model->config(), model->device(), model->dtype());
         std::vector<int32_t> prompt = prompt_of(source, context);
         for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
             cache.clear();
@@ -90,6 +150,11 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("-r,--repeat", args->repeat, "timed runs per context")->capture_default_str()->check(CLI::Range(1, 100));
     cmd->add_option("--ids", args->ids_file, "prompt ids (1-D int32 .npy) to cycle through");
     cmd->add_flag("--json", args->json, "one JSON object per context instead of a table");
+    cmd->add_option("--methods", args->methods,
+                    "comma-separated run specs to time beside the full cache (policy overhead and KV bytes)");
+    cmd->add_option("--budget", args->budget, "budget for --methods: a count or a fraction of the context")
+        ->capture_default_str();
+    add_plugin_option(*cmd, args->plugins);
     cmd->callback([args] { run_bench(*args); });
 }
 

@@ -4,10 +4,16 @@
 #include "core/default_model.h"
 #include "core/error.h"
 #include "core/model.h"
+#include "core/plugin_registry.h"
+#include "core/utf8.h"
+#include "plugins/builtin.h"
 
 #include <ATen/Context.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <unistd.h>
 
 namespace kvscope {
@@ -70,6 +76,56 @@ std::unique_ptr<Model> load_model(const ModelOptions& options) {
     auto model = std::make_unique<Model>(Model::load(path, load));
     for (const std::string& warning : model->warnings()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
     return model;
+}
+
+std::string read_text_file(const std::string& path, const std::string& what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path, what, "cannot be read");
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string content = text.str();
+    if (size_t bad = find_invalid_utf8(content); bad != std::string::npos)
+        throw Error(path, what, "invalid UTF-8 at byte " + std::to_string(bad));
+    if (content.empty()) throw Error(path, what, "is empty");
+    return content;
+}
+
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text, bool chat, const std::string& system) {
+    if (size_t bad = find_invalid_utf8(text); bad != std::string::npos)
+        throw Error("prompt", "text", "invalid UTF-8 at byte " + std::to_string(bad));
+    if (!chat) return tok.encode(text, /*parse_special=*/false, tok.add_bos_default());
+    std::vector<ChatMessage> messages;
+    if (!system.empty()) messages.push_back({"system", system});
+    messages.push_back({"user", text});
+    return tok.encode(tok.apply_chat(messages), /*parse_special=*/true, tok.add_bos_default());
+}
+
+std::vector<std::string> split_specs(const std::string& list) {
+    std::vector<std::string> out(1);
+    int depth = 0;
+    for (char c : list) {
+        depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+        if (c == ',' && depth == 0) out.emplace_back();
+        else if (c != ' ') out.back() += c;
+    }
+    if (out.back().empty()) out.pop_back();
+    return out;
+}
+
+std::string assets_dir() {
+    const char* env = std::getenv("KVSCOPE_ASSETS");
+    return env && *env ? env : KVSCOPE_ASSETS_DIR;
+}
+
+void add_plugin_option(CLI::App& command, std::vector<std::string>& paths) {
+    command.add_option("--plugin", paths, "load methods from a plugin library (.so); repeatable");
+}
+
+std::unique_ptr<PluginRegistry> make_registry(const std::vector<std::string>& paths) {
+    auto registry = std::make_unique<PluginRegistry>();
+    registry->add_builtin(kvscope_builtin_plugin());
+    for (const std::string& path : paths) registry->load(path);
+    return registry;
 }
 
 } // namespace kvscope

@@ -4,12 +4,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace kvscope {
 
 class Model;
+class PluginRegistry;
+class Tokenizer;
 
 struct ModelOptions {
     std::string model;        // empty: the default model
@@ -23,10 +27,31 @@ void add_model_options(CLI::App& command, ModelOptions& options);
 // Loads the model, printing progress to stderr; throws kvscope::Error on bad input.
 std::unique_ptr<Model> load_model(const ModelOptions& options);
 
+// A UTF-8 text file, whole; throws Error naming the file and `what` it is for.
+std::string read_text_file(const std::string& path, const std::string& what);
+// Prompt text to ids: plain, or as a user message (after an optional system message) in
+// the model's chat format, with the assistant's turn opened.
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text, bool chat,
+                                   const std::string& system = "");
+
+// "a(x=1,y=2),b" -> {"a(x=1,y=2)", "b"}: a list of run specs (commas inside parentheses
+// belong to a spec), or of budgets.
+std::vector<std::string> split_specs(const std::string& list);
+
+// Where the bundled prompts and texts are: $KVSCOPE_ASSETS, else the source tree's assets/.
+std::string assets_dir();
+
+// The built-in methods plus the plugins at `paths` (--plugin).
+void add_plugin_option(CLI::App& command, std::vector<std::string>& paths);
+std::unique_ptr<PluginRegistry> make_registry(const std::vector<std::string>& paths);
+
 // Subcommands, one file each.
 void add_generate_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_methods_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
 
 } // namespace kvscope

@@ -3,7 +3,7 @@
 #include "app/cli_common.h"
 
 #include "core/generator.h"
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 
 #include <cstdio>
@@ -24,7 +24,7 @@ void print_model(const Model& model, const std::string& path) {
 void run_case(const Model& model, const char* title, const std::string& text, bool chat, int64_t n_predict) {
     const Tokenizer& tok = model.tokenizer();
     std::vector<int32_t> ids = tok.encode(chat ? tok.apply_chat({{"user", text}}) : text, chat, tok.add_bos_default());
-    DenseKvCache cache(model.config(), int64_t(ids.size()) + n_predict, model.device(), model.dtype());
+    KvStore cache(model.config(), model.device(), model.dtype());
     GenerateOptions options;
     options.n_predict = n_predict;
     GenerateResult r = generate(model, cache, ids, options);
@@ -37,7 +37,7 @@ void run_case(const Model& model, const char* title, const std::string& text, bo
                 "KV cache %.2f MiB (%.1f KiB per token)\n",
                 (long long)r.n_prompt, r.prefill_tokens_per_second(), r.tokens.size(), r.decode_tokens_per_second(),
                 r.stop_reason.c_str(), cache.bytes() / 1048576.0,
-                cache.bytes() / 1024.0 / double(cache.capacity()));
+                cache.bytes() / 1024.0 / double(cache.n_past()));
 }
 
 } // namespace

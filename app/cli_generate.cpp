@@ -3,14 +3,12 @@
 
 #include "core/error.h"
 #include "core/generator.h"
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 #include "core/utf8.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 namespace kvscope {
 
@@ -26,33 +24,14 @@ struct GenerateArgs {
     GenerateOptions generate;
 };
 
-std::string read_prompt_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path, "prompt file", "cannot be read");
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string prompt = text.str();
-    if (size_t bad = find_invalid_utf8(prompt); bad != std::string::npos)
-        throw Error(path, "prompt file", "invalid UTF-8 at byte " + std::to_string(bad));
-    if (prompt.empty()) throw Error(path, "prompt file", "is empty: nothing to run");
-    return prompt;
-}
-
 void run_generate(const GenerateArgs& args) {
-    std::string prompt = args.prompt_file.empty() ? args.prompt : read_prompt_file(args.prompt_file);
+    std::string prompt = args.prompt_file.empty() ? args.prompt : read_text_file(args.prompt_file, "prompt file");
     if (size_t bad = find_invalid_utf8(prompt); bad != std::string::npos)
         throw Error("--prompt", "text", "invalid UTF-8 at byte " + std::to_string(bad));
     if (prompt.empty()) throw Error("--prompt", "text", "is empty: nothing to run");
 
     std::unique_ptr<Model> model = load_model(args.model);
     const Tokenizer& tok = model->tokenizer();
-    std::string text = prompt;
-    if (args.chat) {
-        std::vector<ChatMessage> messages;
-        if (!args.system.empty()) messages.push_back({"system", args.system});
-        messages.push_back({"user", prompt});
-        text = tok.apply_chat(messages);
-    }
     GenerateOptions options = args.generate;
     for (const std::string& stop : args.stop) {
         std::vector<int32_t> stop_ids = tok.encode(stop, /*parse_special=*/true);
@@ -60,12 +39,9 @@ void run_generate(const GenerateArgs& args) {
             throw Error("--stop", stop, "is " + std::to_string(stop_ids.size()) + " tokens, not one token");
         options.stop_tokens.push_back(stop_ids[0]);
     }
-    std::vector<int32_t> ids = tok.encode(text, /*parse_special=*/args.chat, tok.add_bos_default());
+    std::vector<int32_t> ids = encode_prompt(tok, prompt, args.chat, args.system);
 
-    // Sized for the run, but never past the context (generate() refuses longer runs).
-    DenseKvCache cache(model->config(),
-                       std::min(int64_t(ids.size()) + args.generate.n_predict, model->config().n_ctx),
-                       model->device(), model->dtype());
+    KvStore cache(model->config(), model->device(), model->dtype());
     // The prompt is echoed once the first token exists, so a refused run prints nothing.
     bool echoed = args.chat;
     std::string pending; // token bytes not yet printed: an unfinished UTF-8 sequence

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "core/generator.h"
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 #include "core/npy.h"
 
@@ -35,8 +35,7 @@ void run_logits(const LogitsArgs& args) {
     } else {
         ids = model->tokenizer().encode(args.prompt, true, model->tokenizer().add_bos_default());
     }
-    const int64_t capacity = std::min(int64_t(ids.size()) + args.greedy, model->config().n_ctx);
-    DenseKvCache cache(model->config(), capacity, model->device(), model->dtype());
+    KvStore cache(model->config(), model->device(), model->dtype());
     at::Tensor logits = model->forward(ids, cache, /*all_logits=*/true).to(at::kCPU).contiguous();
     write_npy(args.out, logits.data_ptr<float>(), {logits.size(0), logits.size(1)});
     std::fprintf(stderr, "wrote %s: logits [%lld, %lld]\n", args.out.c_str(), (long long)logits.size(0),

@@ -113,6 +113,9 @@ at::Tensor Model::forward(const std::vector<int32_t>& tokens, KvCache& cache, bo
     const int64_t T = int64_t(tokens.size());
     const int64_t q_rows = c.n_head * c.head_dim, kv_rows = c.n_head_kv * c.head_dim;
     if (T == 0) throw Error("forward", "tokens", "no tokens to run");
+    if (cache.n_past() + T > c.n_ctx)
+        throw Error("forward", "context", std::to_string(cache.n_past() + T) + " tokens exceed the model's context of " +
+                                              std::to_string(c.n_ctx));
     for (int32_t id : tokens)
         if (id < 0 || id >= c.n_vocab)
             throw Error("forward", "tokens", "token id " + std::to_string(id) + " is outside the vocabulary");

@@ -25,6 +25,7 @@
 // summation order" property, so it is not done.
 #include "kernels/quant_matvec.h"
 
+#include "kernels/cpu_isa.h"
 #include "kernels/dequant.h"
 #include "kernels/ggml_bytes.h"
 
@@ -33,14 +34,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define KVSCOPE_MATVEC_X86 1
-#else
-#define KVSCOPE_MATVEC_X86 0
-#endif
 
 namespace kvscope::kernels {
 
@@ -222,9 +215,7 @@ float dot_q6_k_scalar(const uint8_t* row, int64_t n_blocks, const float* x, cons
 // [3] AVX2+FMA+F16C kernels. Every multiply-add is an explicit FMA intrinsic, so the
 //     compiler's contraction settings cannot change results.
 
-#if KVSCOPE_MATVEC_X86
-
-#define KVSCOPE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#if KVSCOPE_X86
 
 KVSCOPE_AVX2 inline __m256i u8x8_to_i32(const uint8_t* p) {
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
@@ -235,13 +226,6 @@ KVSCOPE_AVX2 inline __m256i s8x8_to_i32(const uint8_t* p) {
 }
 
 KVSCOPE_AVX2 inline __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
-
-KVSCOPE_AVX2 inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Two fp16 at p, p+2 -> lanes 0, 1 (lanes 2, 3 zero).
 KVSCOPE_AVX2 inline __m128 fp16x2(const uint8_t* p) {
@@ -490,9 +474,7 @@ KVSCOPE_AVX2 float dot_q6_k_avx2(const uint8_t* row, int64_t n_blocks, const flo
     return hsum(_mm256_add_ps(acc0, acc1));
 }
 
-#undef KVSCOPE_AVX2
-
-#endif // KVSCOPE_MATVEC_X86
+#endif // KVSCOPE_X86
 
 // =======================================================================================
 // [4] Row loops, generic path, validation, dispatch
@@ -515,7 +497,7 @@ struct KernelSet {
 
 constexpr KernelSet kScalar = {{dot_f32_scalar},  {dot_half_scalar<load_fp16>},  {dot_half_scalar<load_bf16>}, {dot_q4_0_scalar},
                                {dot_q4_1_scalar}, {dot_q8_0_scalar}, {dot_q4_k_scalar}, {dot_q6_k_scalar}};
-#if KVSCOPE_MATVEC_X86
+#if KVSCOPE_X86
 constexpr KernelSet kAvx2 = {{dot_f32_avx2},
                              {dot_half_avx2<widen_fp16, load_fp16>},
                              {dot_half_avx2<widen_bf16, load_bf16>},
@@ -571,22 +553,6 @@ float* grown(std::vector<float>& v, int64_t n) {
     return v.data();
 }
 
-bool cpu_has_avx2() {
-#if KVSCOPE_MATVEC_X86
-    static const bool has = [] {
-        __builtin_cpu_init();
-        // F16C (fp16 <-> fp32) is CPUID leaf 1, ECX bit 29; not every compiler's
-        // __builtin_cpu_supports knows its name. Every AVX2 CPU so far has it.
-        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-        const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29));
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-    }();
-    return has;
-#else
-    return false;
-#endif
-}
-
 const GgmlTypeInfo& checked_info(GgmlType type, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                                  int64_t n_cols) {
     const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
@@ -609,9 +575,9 @@ const GgmlTypeInfo& checked_info(GgmlType type, int64_t row_bytes, int64_t row_b
 
 } // namespace
 
-bool quant_matvec_isa_supported(MatvecIsa isa) { return isa == MatvecIsa::Scalar || cpu_has_avx2(); }
+bool quant_matvec_isa_supported(MatvecIsa isa) { return cpu_isa_supported(isa); }
 
-MatvecIsa quant_matvec_isa() { return cpu_has_avx2() ? MatvecIsa::Avx2 : MatvecIsa::Scalar; }
+MatvecIsa quant_matvec_isa() { return cpu_isa(); }
 
 bool quant_matvec_has_kernel(GgmlType type) { return kernel_for(kScalar, type) != nullptr; }
 
@@ -623,7 +589,7 @@ void quant_matvec_with_isa(MatvecIsa isa, GgmlType type, const void* weights, in
         throw std::invalid_argument("quant_matvec: this CPU lacks AVX2/FMA/F16C");
     if (row_begin == row_end) return;
     const KernelSet* set = &kScalar;
-#if KVSCOPE_MATVEC_X86
+#if KVSCOPE_X86
     if (isa == MatvecIsa::Avx2) set = &kAvx2;
 #endif
     thread_local Scratch scratch;

@@ -6,6 +6,7 @@
 // summation (x is never quantized), so parity against an fp32 reference holds.
 #pragma once
 
+#include "kernels/cpu_isa.h"
 #include "kernels/ggml_types.h"
 
 #include <cstdint>
@@ -33,8 +34,9 @@ namespace kvscope::kernels {
 void quant_matvec(GgmlType type, const void* weights, int64_t row_bytes, int64_t row_begin,
                   int64_t row_end, int64_t n_cols, const float* x, float* y);
 
-// The instruction sets quant_matvec can run on; tests and benchmarks pick one by hand.
-enum class MatvecIsa { Scalar, Avx2 };
+// The instruction sets quant_matvec can run on (kernels/cpu_isa.h); tests and benchmarks
+// pick one by hand.
+using MatvecIsa = CpuIsa;
 
 // The one quant_matvec uses on this CPU.
 MatvecIsa quant_matvec_isa();

@@ -2,7 +2,7 @@
 // script (tests/reference/make_hf_dir.py) as a Hugging Face directory — one file, and
 // three shards with an index — load through the safetensors path and give the logits of
 // the GGUF path, and its tokenizer.json the same ids.
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 #include "test_util.h"
 
@@ -14,7 +14,7 @@ namespace {
 constexpr float kTolerance = 1e-5f; // fp32, same weights: only summation order may differ
 
 at::Tensor all_logits(const Model& model, const std::vector<int32_t>& ids) {
-    DenseKvCache cache(model.config(), int64_t(ids.size()), model.device(), model.dtype());
+    KvStore cache(model.config(), model.device(), model.dtype());
     return model.forward(ids, cache, /*all_logits=*/true);
 }
 

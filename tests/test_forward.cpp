@@ -2,7 +2,7 @@
 // (tests/reference/forward_reference.py) on the same dequantized weights, and a 64-token
 // greedy continuation that must be identical.
 #include "core/generator.h"
-#include "core/kv_cache.h"
+#include "core/kv_store.h"
 #include "core/model.h"
 #include "core/npy.h"
 #include "test_util.h"
@@ -64,7 +64,7 @@ TEST(ForwardParity, DefaultModelMatchesNumpyReference) {
         NpyArray reference = read_npy(dir + "/" + cases[i].name + ".logits.npy");
         NpyArray reference_greedy = read_npy(dir + "/" + cases[i].name + ".greedy.npy");
 
-        DenseKvCache cache(model.config(), int64_t(ids[i].size()) + kGreedy, model.device(), model.dtype());
+        KvStore cache(model.config(), model.device(), model.dtype());
         at::Tensor logits = model.forward(ids[i], cache, /*all_logits=*/true);
         at::Tensor rows = logits.index_select(0, at::from_blob(const_cast<int32_t*>(positions.i32()),
                                                                {positions.numel()}, at::kInt).to(at::kLong));
@@ -98,7 +98,7 @@ TEST(ForwardParity, BlockDecodeMatchesDequantizedDecode) {
     dense.block_weights = false;
     Model with_blocks = Model::load(path), without = Model::load(path, dense);
     std::vector<int32_t> ids = with_blocks.tokenizer().encode("Paged attention keeps the KV cache in");
-    DenseKvCache a(with_blocks.config(), 64, at::kCPU, at::kFloat), b(without.config(), 64, at::kCPU, at::kFloat);
+    KvStore a(with_blocks.config(), at::kCPU, at::kFloat), b(without.config(), at::kCPU, at::kFloat);
     with_blocks.forward(ids, a);
     at::Tensor last = without.forward(ids, b);
     float max_diff = 0;

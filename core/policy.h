@@ -1,0 +1,76 @@
+// The policy host: a run's methods instantiated from a spec, driven after every step.
+//
+// It builds each layer's view for the methods, calls their hooks, applies the shared
+// selector (sinks and a recent window protected, then the top of the score), checks
+// every answer a plugin gives before the store acts on it, and applies the decisions.
+// A plugin that throws, returns NaN, a slot outside the head, a slot twice, more slots
+// than its budget or evicts a protected slot stops the run with an Error naming the
+// plugin, the method, the hook and the layer.
+#pragma once
+
+#include "core/method_spec.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+class KvStore;
+
+// Which slots one KV head of one layer kept and lost when a method acted.
+struct Decision {
+    int64_t layer = 0, head = 0;
+    std::vector<int32_t> kept, evicted; // original positions, increasing
+};
+
+class Policy {
+public:
+    // At most one scorer, one layer allocator and one head allocator. Throws Error for
+    // any other combination, or when a method's create() fails.
+    Policy(const std::vector<ResolvedMethod>& methods, Budget budget, uint64_t seed);
+    ~Policy();
+    Policy(const Policy&) = delete;
+    Policy& operator=(const Policy&) = delete;
+
+    // What the store must provide for the methods.
+    int64_t mass_window() const;
+    int64_t state_channels() const;
+    bool needs_future() const;
+    // Prepares an empty store for this policy (statistics, state channels).
+    void configure(KvStore& store) const;
+
+    const std::string& text() const { return text_; } // canonical spec
+    const Budget& budget() const { return budget_; }
+    bool compresses() const;                          // false for the full cache
+
+    // After step `step` of a lane (0 = the prefill). `future` (per layer, float [n_head,
+    // n_positions]) is the reference run's later attention for methods that need it.
+    // Appends one Decision per (layer, KV head) that lost slots.
+    void after_step(KvStore& store, int64_t step, int64_t n_prompt, const std::vector<at::Tensor>* future,
+                    std::vector<Decision>* decisions);
+
+    double seconds() const { return seconds_; }       // hooks + selection so far
+    // A hook running longer than this fails the run (checked when it returns).
+    void set_hook_time_limit(double seconds) { hook_limit_ = seconds; }
+
+private:
+    struct Instance;
+    void act_on_layer(KvStore& store, int64_t layer, const struct LayerData& data, int64_t layer_budget,
+                      std::vector<Decision>* decisions);
+
+    std::vector<std::unique_ptr<Instance>> instances_;
+    Instance* scorer_ = nullptr;
+    Instance* layer_allocator_ = nullptr;
+    Instance* head_allocator_ = nullptr;
+    Budget budget_;
+    uint64_t seed_;
+    std::string text_;
+    double seconds_ = 0;
+    double hook_limit_ = 60;
+};
+
+} // namespace kvscope
