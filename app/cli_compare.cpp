@@ -42,7 +42,7 @@ struct Cell { // one (method, budget) over the task's instances
             return;
         }
         ++n;
-        match += s.token_match;
+        match = s.token_match < 0 || match < 0 ? -1 : match + s.token_match; // -1: not measured
         kl += s.mean_kl;
         top1 += s.top1;
         ppl += s.ppl_method;
@@ -74,8 +74,10 @@ void print_table(const std::vector<Cell>& cells, const std::string& task) {
         const double n = c.n;
         char acc[16] = "-";
         if (c.with_answer) std::snprintf(acc, sizeof acc, "%d/%d", c.correct, c.with_answer);
-        std::printf("%-34s %7s %6.1f%% %9.4f %6.1f%% %9.3f %7s %10.2f %5.1f%% %8.1f %6.1f%%\n", c.method.c_str(),
-                    c.budget.c_str(), 100 * c.match / n, c.kl / n, 100 * c.top1 / n, c.ppl / n, acc,
+        char match[16] = "-";
+        if (c.match >= 0) std::snprintf(match, sizeof match, "%.1f%%", 100 * c.match / n);
+        std::printf("%-34s %7s %7s %9.4f %6.1f%% %9.3f %7s %10.2f %5.1f%% %8.1f %6.1f%%\n", c.method.c_str(),
+                    c.budget.c_str(), match, c.kl / n, 100 * c.top1 / n, c.ppl / n, acc,
                     c.bytes / n / 1048576.0, 100 * c.bytes / std::max(1.0, c.ref_bytes), c.tps / n, 100 * c.policy / n);
     }
 }
@@ -87,7 +89,9 @@ void write_csv(const std::vector<Cell>& cells, const std::string& task, const st
            "reference_kv_bytes,decode_tokens_per_second,policy_share\n";
     for (const Cell& c : cells) {
         const double n = std::max(1, c.n);
-        out << task << ",\"" << c.method << "\"," << c.budget << ',' << c.n << ',' << c.failed << ',' << c.match / n << ','
+        out << task << ",\"" << c.method << "\"," << c.budget << ',' << c.n << ',' << c.failed << ',';
+        if (c.match >= 0) out << c.match / n;
+        out << ','
             << c.kl / n << ',' << c.top1 / n << ',' << c.ppl / n << ',' << c.ppl_ref / n << ',' << c.correct << ','
             << c.with_answer << ',' << c.bytes / n << ',' << c.ref_bytes / n << ',' << c.tps / n << ',' << c.policy / n
             << '\n';
@@ -116,11 +120,12 @@ void compare(const CompareArgs& args) {
         ReferenceRun ref = run_reference(*model, inst.prompt, ro);
         for (const std::string& spec : specs) {
             const bool compresses = Policy(resolve_method_spec(*registry, spec), budgets[0], 0).compresses();
-            for (const Budget& budget : budgets) {
+            // The full cache does not depend on the budget: one run, one row.
+            for (size_t b = 0; b < (compresses ? budgets.size() : 1); ++b) {
+                const Budget& budget = budgets[b];
                 const std::string budget_text = compresses ? budget.text() : "-";
                 auto [it, fresh] = index.try_emplace({spec, budget_text}, cells.size());
                 if (fresh) cells.push_back(Cell{spec, budget_text, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}});
-                else if (!compresses) continue; // the full cache does not depend on the budget
                 RunOptions options;
                 options.method = spec;
                 options.budget = budget;

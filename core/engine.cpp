@@ -39,6 +39,7 @@ ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& promp
     check_context(model, int64_t(prompt.size()), n_steps);
     ReferenceRun ref;
     ref.prompt = prompt;
+    ref.forced = !options.forced.empty();
     KvStore store = make_store(model, options.page_size);
     const ModelConfig& c = model.config();
     if (options.record_future)
@@ -155,7 +156,9 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
                 ev.reference_logprob = s[2];
                 ev.top1 = own == int32_t(s[3]);
                 // The free-running lane: the same as this one until they disagree.
-                if (!fr && own != ev.reference_token) {
+                if (reference->forced) {
+                    ev.token = own;
+                } else if (!fr && own != ev.reference_token) {
                     fr.emplace(Lane{tf.store.clone()});
                     summary.first_divergence = k;
                     ev.token = own;
@@ -186,7 +189,7 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
 
         const double n = double(summary.n_steps);
         if (reference && n > 0) {
-            summary.token_match = double(matches) / n;
+            summary.token_match = reference->forced ? -1 : double(matches) / n;
             summary.mean_kl = sum_kl / n;
             summary.top1 = double(top1) / n;
             summary.ppl_method = std::exp(nll_method / n);

@@ -9,7 +9,9 @@
 //                    top-1 agreement, log-likelihoods, KV bytes and decisions
 //   free-running     the method fed its own tokens: token match and first divergence.
 //                    It is the teacher-forced lane until the first step where the two
-//                    disagree; there it forks off a copy of that lane's cache.
+//                    disagree; there it forks off a copy of that lane's cache. Only when
+//                    the reference generated its tokens: against a forced text there is
+//                    no greedy continuation to match (top-1 agreement measures that).
 // Without a reference only the free-running lane runs.
 #pragma once
 
@@ -30,6 +32,7 @@ class Model;
 struct ReferenceRun {
     std::vector<int32_t> prompt;
     std::vector<int32_t> tokens;            // what it generated (or the forced continuation)
+    bool forced = false;                    // tokens were given, not generated
     at::Tensor logprobs;                    // float [n_steps, n_vocab]: log p at each step
     std::vector<at::Tensor> future;         // per layer float [n_head, n_positions] (when asked)
     std::vector<int64_t> kv_bytes;          // after each step
@@ -87,6 +90,7 @@ struct RunSummary {
     std::vector<int32_t> reference_tokens;
     bool has_reference = false;
     double token_match = 1;           // fraction of steps where the free-running token equals the reference's
+                                      // (-1: not measured, the reference was forced)
     int64_t first_divergence = -1;    // first such step that differs, -1 if none
     double mean_kl = 0, max_kl = 0, top1 = 1;
     double ppl_reference = 0, ppl_method = 0; // on the reference tokens, teacher-forced

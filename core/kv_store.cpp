@@ -12,8 +12,30 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace kvscope {
+
+namespace {
+
+// Host data to the store's device. To a GPU it goes through pinned memory without waiting:
+// an ordinary copy from pageable memory would stall the host until the device drains its
+// queue, once per layer and step. (The caching host allocator keeps the pinned block until
+// the copy has run.)
+template <class T> at::Tensor upload(const std::vector<T>& v, at::IntArrayRef shape, c10::Device device) {
+    const at::ScalarType type = std::is_same_v<T, int32_t> ? at::kInt : std::is_same_v<T, float> ? at::kFloat : at::kLong;
+    at::Tensor host = at::from_blob(const_cast<T*>(v.data()), shape, type);
+    if (device.is_cpu()) return host.clone();
+    at::Tensor pinned = at::empty(shape, at::TensorOptions(type).pinned_memory(true));
+    pinned.copy_(host);
+    return pinned.to(device, /*non_blocking=*/true);
+}
+
+template <class T> at::Tensor upload(const std::vector<T>& v, c10::Device device) {
+    return upload(v, {int64_t(v.size())}, device);
+}
+
+} // namespace
 
 KvStore::KvStore(const ModelConfig& config, c10::Device device, c10::ScalarType dtype, int64_t page_size)
     : n_head_(config.n_head), n_head_kv_(config.n_head_kv), head_dim_(config.head_dim),
@@ -58,6 +80,7 @@ int32_t KvStore::take_page() {
 }
 
 void KvStore::shrink_to_fit() {
+    apply_pending();
     const int64_t used = n_pages_ - 1 - int64_t(free_pages_.size());
     if (used + 1 == n_pages_) return;
     // New page i+1 is the i-th page in use; gather its rows from the old pool.
@@ -69,7 +92,7 @@ void KvStore::shrink_to_fit() {
             for (int64_t r = 0; r < page_size_; ++r) gather[next * page_size_ + r] = int64_t(page) * page_size_ + r;
             page = next++;
         }
-    at::Tensor index = at::from_blob(gather.data(), {int64_t(gather.size())}, at::kLong).to(device_);
+    at::Tensor index = upload(gather, device_);
     k_pool_ = k_pool_.index_select(0, index);
     v_pool_ = v_pool_.index_select(0, index);
     pos_pool_ = pos_pool_.index_select(0, index);
@@ -79,6 +102,9 @@ void KvStore::shrink_to_fit() {
 }
 
 void KvStore::clear() {
+    pending_holes_.clear();
+    pending_from_.clear();
+    pending_to_.clear();
     for (Head& h : heads_) {
         free_pages_.insert(free_pages_.end(), h.pages.begin(), h.pages.end());
         h = Head{};
@@ -115,7 +141,7 @@ at::Tensor KvStore::slot_rows(int64_t layer) const {
         const Head& h = head_at(layer, g);
         for (int64_t s = 0; s < int64_t(h.order.size()); ++s) rows[g * S + s] = pool_row(h, h.order[s]);
     }
-    return at::from_blob(rows.data(), {int64_t(rows.size())}, at::kLong).to(device_, /*non_blocking=*/false, /*copy=*/true);
+    return upload(rows, device_);
 }
 
 at::Tensor KvStore::positions_tensor(int64_t layer) const {
@@ -125,7 +151,7 @@ at::Tensor KvStore::positions_tensor(int64_t layer) const {
         const std::vector<int32_t>& p = head_at(layer, g).positions;
         std::copy(p.begin(), p.end(), pos.begin() + g * S);
     }
-    return at::from_blob(pos.data(), {n_head_kv_, S}, at::kInt).to(device_, false, true);
+    return upload(pos, {n_head_kv_, S}, device_);
 }
 
 at::Tensor KvStore::keys(int64_t layer) const {
@@ -177,10 +203,11 @@ at::Tensor KvStore::append(int64_t layer, int64_t n_tokens) {
             rows.push_back(pool_row(h, r));
         }
     }
-    return at::from_blob(rows.data(), {int64_t(rows.size())}, at::kLong).to(device_, false, true);
+    return upload(rows, device_);
 }
 
 at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    if (layer == 0) apply_pending();
     const int64_t T = q.size(1);
     if (n_past_ + T > std::numeric_limits<int32_t>::max())
         throw Error("kv store", "positions", "past the int32 range");
@@ -247,10 +274,7 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
     qs.mass_queries = mass_queries;
 #if KVSCOPE_CUDA
     if (device_.is_cuda()) { // the tables go to the device; everything else already is
-        auto upload = [&](std::vector<int32_t>& v) {
-            return at::from_blob(v.data(), {int64_t(v.size())}, at::kInt).to(device_, false, true);
-        };
-        at::Tensor table = upload(page_table), slots = upload(n_slots), qpos = upload(q_pos);
+        at::Tensor table = upload(page_table, device_), slots = upload(n_slots, device_), qpos = upload(q_pos, device_);
         kv.page_table = table.data_ptr<int32_t>();
         kv.n_slots = slots.data_ptr<int32_t>();
         qs.q_pos = qpos.data_ptr<int32_t>();
@@ -310,12 +334,10 @@ void KvStore::sort_mass(int64_t layer) {
             valid[h * S + s] = 1.0f;
         }
     }
-    auto cpu = [](auto& v, at::ScalarType t) { return at::from_blob(v.data(), {int64_t(v.size())}, t); };
-    at::Tensor idx = cpu(index, at::kLong).view({n_head_, S}).to(device_, false, true);
-    mass = mass.gather(1, idx).mul_(cpu(valid, at::kFloat).view({n_head_, S}).to(device_, false, true));
+    mass = mass.gather(1, upload(index, {n_head_, S}, device_)).mul_(upload(valid, {n_head_, S}, device_));
 }
 
-void KvStore::keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept) {
+void KvStore::keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept, bool defer) {
     if (int64_t(kept.size()) != n_head_kv_)
         throw Error("kv store", "keep", "needs one slot list per KV head");
     for (int64_t g = 0; g < n_head_kv_; ++g) { // check everything before changing anything
@@ -327,7 +349,9 @@ void KvStore::keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept)
                                                     ": slot lists must be increasing and inside [0, " +
                                                     std::to_string(n) + ")");
     }
-    std::vector<int64_t> holes, from, to;
+    std::vector<int64_t>& holes = pending_holes_;
+    std::vector<int64_t>& from = pending_from_;
+    std::vector<int64_t>& to = pending_to_;
     for (int64_t g = 0; g < n_head_kv_; ++g) {
         Head& h = head_at(layer, g);
         const std::vector<int64_t>& slots = kept[g];
@@ -353,14 +377,19 @@ void KvStore::keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept)
         compact(h, from, to);
     }
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
-    auto index = [&](std::vector<int64_t>& rows) {
-        return at::from_blob(rows.data(), {int64_t(rows.size())}, at::kLong).to(device_, false, true);
-    };
-    if (!holes.empty()) pos_pool_.index_fill_(0, index(holes), -1);
-    if (from.empty()) return;
-    at::Tensor src = index(from), dst = index(to);
-    for (at::Tensor* pool : {&k_pool_, &v_pool_, &pos_pool_, &state_pool_})
-        pool->index_copy_(0, dst, pool->index_select(0, src));
+    if (!defer) apply_pending();
+}
+
+void KvStore::apply_pending() {
+    if (!pending_holes_.empty()) pos_pool_.index_fill_(0, upload(pending_holes_, device_), -1);
+    if (!pending_from_.empty()) {
+        at::Tensor src = upload(pending_from_, device_), dst = upload(pending_to_, device_);
+        for (at::Tensor* pool : {&k_pool_, &v_pool_, &pos_pool_, &state_pool_})
+            pool->index_copy_(0, dst, pool->index_select(0, src));
+    }
+    pending_holes_.clear();
+    pending_from_.clear();
+    pending_to_.clear();
 }
 
 void KvStore::compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>& to) {

@@ -72,9 +72,12 @@ public:
 
     // ---- decisions
     // Keeps, for every KV head g of `layer`, the slots kept[g] (strictly increasing slot
-    // indices) and frees the rest. The kept slots move to the front of the head's pages,
-    // trailing pages return to the free list.
-    void keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept);
+    // indices) and frees the rest: their rows become holes, and when a head's holes add up
+    // to a page its last pages' tokens move into them and those pages are freed. With
+    // `defer`, the row moves wait for apply_pending(), so a policy acting on every layer
+    // moves rows in one batch (the bookkeeping above is immediate either way).
+    void keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept, bool defer = false);
+    void apply_pending();
     // Gives unused pool capacity back to the allocator (after a large eviction).
     void shrink_to_fit();
 
@@ -128,6 +131,7 @@ private:
     at::Tensor pos_pool_;               // int32 [n_pages * page_size], on the device
     at::Tensor state_pool_;             // float32 [n_pages * page_size, n_state]
     std::vector<at::Tensor> mass_;      // per layer
+    std::vector<int64_t> pending_holes_, pending_from_, pending_to_; // pool rows (keep with defer)
 };
 
 } // namespace kvscope

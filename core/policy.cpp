@@ -89,6 +89,8 @@ struct LayerData {
     at::Tensor positions, mass, keys, values, future, state;
     std::vector<int64_t> n_slots, budget;
     kvs_layer_view view{};
+    bool over = false;  // some head holds more than its budget: the method acts here
+    at::Tensor scores;  // what score() returned, on the device, then on the host
 };
 
 Policy::Policy(const std::vector<ResolvedMethod>& methods, Budget budget, uint64_t seed) : budget_(budget), seed_(seed) {
@@ -202,14 +204,18 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const st
                                                              std::to_string(n_layer * budget));
     }
 
+    // Every layer's views and scores first, then one copy of all scores to the host (a GPU
+    // waits once per step, not once per layer), then the decisions.
     const uint32_t needs = scorer_->info.needs | (head_allocator_ ? head_allocator_->info.needs : 0);
+    std::vector<LayerData> layers(static_cast<size_t>(n_layer));
     for (int64_t l = 0; l < n_layer; ++l) {
-        LayerData d;
+        LayerData& d = layers[l];
         d.positions = store.positions_tensor(l);
         const int64_t S = d.positions.size(1);
         for (int64_t g = 0; g < n_kv; ++g) {
             d.n_slots.push_back(store.n_slots(l, g));
             d.budget.push_back(layer_budget[l]);
+            d.over |= acts && d.n_slots[g] > layer_budget[l];
         }
         if (store.mass_window() != 0) d.mass = store.mass(l);
         if (needs & KVS_NEEDS_KEYS) d.keys = store.keys(l);
@@ -249,8 +255,29 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const st
                           [&](char* err, size_t n) { return sm.observe(scorer_->self, &v, err, n); });
             if (d.state.defined()) store.write_state(l, d.state);
         }
-        if (acts) act_on_layer(store, l, d, layer_budget[l], decisions);
+        if (d.over && sm.score) {
+            d.scores = at::empty({n_kv, S}, at::TensorOptions().dtype(at::kFloat).device(store.device()));
+            DLTensor out = dl(d.scores);
+            scorer_->call("score", l, hook_limit_, [&](char* err, size_t n) { return sm.score(scorer_->self, &v, &out, err, n); });
+        }
     }
+    if (store.device().is_cuda()) {
+        std::vector<at::Tensor> device_scores;
+        for (LayerData& d : layers)
+            if (d.scores.defined()) device_scores.push_back(d.scores.flatten());
+        if (!device_scores.empty()) {
+            at::Tensor host = at::cat(device_scores).to(at::kCPU);
+            int64_t offset = 0;
+            for (LayerData& d : layers)
+                if (d.scores.defined()) {
+                    d.scores = host.narrow(0, offset, d.scores.numel()).view(d.scores.sizes());
+                    offset += d.scores.numel();
+                }
+        }
+    }
+    for (int64_t l = 0; l < n_layer; ++l)
+        if (layers[l].over) act_on_layer(store, l, layers[l], layer_budget[l], decisions);
+    store.apply_pending();
     if (acts && store.reserved_bytes() > 2 * store.bytes() + 4 * store.page_bytes()) store.shrink_to_fit();
     seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -258,9 +285,6 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const st
 void Policy::act_on_layer(KvStore& store, int64_t l, const LayerData& d, int64_t layer_budget,
                           std::vector<Decision>* decisions) {
     const int64_t n_kv = store.n_head_kv(), S = d.view.n_max;
-    bool over = false;
-    for (int64_t g = 0; g < n_kv; ++g) over |= d.n_slots[g] > layer_budget;
-    if (!over) return;
     const kvs_method& sm = *scorer_->ref.method;
     std::vector<int64_t> head_budget(d.budget);
     // (sinks, recent) protected in head g: what the scorer asks for, within the budget.
@@ -273,11 +297,7 @@ void Policy::act_on_layer(KvStore& store, int64_t l, const LayerData& d, int64_t
     std::vector<std::vector<int64_t>> kept(static_cast<size_t>(n_kv));
 
     if (sm.score) {
-        at::Tensor out = at::empty({n_kv, S}, at::TensorOptions().dtype(at::kFloat).device(store.device()));
-        DLTensor out_dl = dl(out);
-        scorer_->call("score", l, hook_limit_,
-                      [&](char* err, size_t n) { return sm.score(scorer_->self, &d.view, &out_dl, err, n); });
-        at::Tensor scores = out.to(at::kCPU).contiguous();
+        at::Tensor scores = d.scores.contiguous(); // on the host by now
         const float* sc = scores.data_ptr<float>();
         for (int64_t g = 0; g < n_kv; ++g)
             for (int64_t s = 0; s < d.n_slots[g]; ++s)
@@ -351,7 +371,7 @@ void Policy::act_on_layer(KvStore& store, int64_t l, const LayerData& d, int64_t
             }
             decisions->push_back(std::move(dec));
         }
-    store.keep(l, kept);
+    store.keep(l, kept, /*defer=*/true);
 }
 
 } // namespace kvscope
