@@ -142,8 +142,9 @@ void run_bench(const BenchArgs& args) {
 
 void add_bench_command(CLI::App& app) {
     auto args = std::make_shared<BenchArgs>();
-    CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode tokens per second with the full KV cache "
-                                                "at given context lengths (median of --repeat runs after a warm-up)");
+    CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode tokens per second at given context lengths "
+                                                "(median of --repeat runs after a warm-up): the full KV cache, or with "
+                                                "--methods each method beside it with its KV bytes and policy share");
     add_model_options(*cmd, args->model);
     cmd->add_option("-c,--contexts", args->contexts, "prompt lengths in tokens")->delimiter(',')->capture_default_str();
     cmd->add_option("-n,--decode", args->decode, "tokens decoded after each prompt")->capture_default_str();

@@ -56,10 +56,13 @@ struct Cell { // one (method, budget) over the task's instances
     }
 };
 
-std::vector<TaskInstance> make_task(const CompareArgs& args, const Tokenizer& tok) {
+std::string task_text_path(const CompareArgs& args) {
+    return args.task == "text" ? assets_dir() + "/prompts/natural_text.txt" : args.task;
+}
+
+std::vector<TaskInstance> make_task(const CompareArgs& args, const std::string& text, const Tokenizer& tok) {
     if (args.task == "passkey") return passkey_task(tok, args.length, args.samples, args.seed);
-    const std::string path = args.task == "text" ? assets_dir() + "/prompts/natural_text.txt" : args.task;
-    return {text_task(tok, read_text_file(path, "task text"), path, args.length, args.steps)};
+    return {text_task(tok, text, task_text_path(args), args.length, args.steps)};
 }
 
 void print_table(const std::vector<Cell>& cells, const std::string& task) {
@@ -107,8 +110,10 @@ void compare(const CompareArgs& args) {
     if (specs.empty() || budgets.empty()) throw Error("compare", "--methods/--budgets", "nothing to compare");
     for (const std::string& spec : specs) resolve_method_spec(*registry, spec); // fail before loading
 
+    // A task file that cannot be read fails before the model loads.
+    const std::string text = args.task == "passkey" ? "" : read_text_file(task_text_path(args), "task text");
     std::unique_ptr<Model> model = load_model(args.model);
-    const std::vector<TaskInstance> instances = make_task(args, model->tokenizer());
+    const std::vector<TaskInstance> instances = make_task(args, text, model->tokenizer());
     std::vector<Cell> cells;
     std::map<std::pair<std::string, std::string>, size_t> index;
     auto start = std::chrono::steady_clock::now();

@@ -297,5 +297,48 @@ TEST_F(CliErrors, DeviceThatIsNotADevice) {
                  "--device: tpu: ");
 }
 
+// The cache layer's commands: a bad spec, budget, plugin or task fails with one line
+// naming what is wrong, before any model loads.
+TEST_F(CliErrors, UnknownMethod) {
+    expect_error(kvscope({"run", "-m", path("tiny.gguf"), "-p", "hello", "--method", "bogus"}, "bad-method"),
+                 "method spec: bogus: ", {"no such method"});
+}
+
+TEST_F(CliErrors, MethodParameterOutOfRange) {
+    expect_error(kvscope({"run", "-m", path("tiny.gguf"), "-p", "hello", "--method", "snapkv(kernel=4096)"},
+                         "bad-param"),
+                 "method spec: snapkv(kernel): ", {"outside"});
+}
+
+TEST_F(CliErrors, MalformedMethodSpec) {
+    expect_error(kvscope({"run", "-m", path("tiny.gguf"), "-p", "hello", "--method", "snapkv(window=32"},
+                         "bad-spec"),
+                 "method spec: column 17: ");
+}
+
+TEST_F(CliErrors, BudgetThatIsNotABudget) {
+    expect_error(kvscope({"run", "-m", path("tiny.gguf"), "-p", "hello", "--budget", "-3"}, "bad-budget"),
+                 "budget: -3: ");
+}
+
+TEST_F(CliErrors, PluginThatDoesNotExist) {
+    const std::string missing = path("no-such-plugin.so");
+    expect_error(kvscope({"methods", "--plugin", missing}, "missing-plugin"), missing + ": plugin: ", {"no such file"});
+}
+
+TEST_F(CliErrors, PluginThatIsNotALibrary) {
+    const std::string file = path("not-a-plugin.so");
+    std::ofstream(file) << "this is not an ELF file";
+    expect_error(kvscope({"methods", "--plugin", file}, "bad-plugin"), file + ": plugin: ", {"dlopen"});
+}
+
+TEST_F(CliErrors, CompareTaskFileThatDoesNotExist) {
+    const std::string missing = path("no-such-text.txt");
+    expect_error(kvscope({"compare", "-m", path("tiny.gguf"), "--task", missing, "--methods", "snapkv", "--budgets",
+                          "8"},
+                         "missing-task"),
+                 missing + ": task text: ");
+}
+
 } // namespace
 } // namespace kvscope
