@@ -45,7 +45,7 @@ std::vector<int32_t> prompt_of(const std::vector<int32_t>& source, int64_t n) {
 }
 
 // Each method beside the full cache at every context: decode speed, its ratio to the
-// full cache's, and the KV bytes held at the end.
+// full cache's (the median of per-round ratios), and the KV bytes held at the end.
 void run_method_bench(const BenchArgs& args, const Model& model, const std::vector<int32_t>& source) {
     auto registry = make_registry(args.plugins);
     std::vector<std::string> specs{"full"};
@@ -57,41 +57,49 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
                     "decode tok/s", "vs full", "KV MiB", "KV %", "policy");
     for (int64_t context : args.contexts) {
         const std::vector<int32_t> prompt = prompt_of(source, context);
-        double full_tps = 0, full_bytes = 0;
-        for (const std::string& spec : specs) {
-            RunOptions options;
-            options.method = spec;
-            options.budget = Budget::parse(spec == "full" ? "100%" : args.budget);
-            options.n_predict = args.decode;
-            options.stop_at_end_of_generation = false;
-            std::vector<double> prefill, decode, policy;
-            RunSummary s;
-            for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
-                s = run_method(model, *registry, prompt, options, nullptr);
+        // Rounds go over every method in turn, and each method's speed is compared with the
+        // full cache's of the same round: drift in the machine's speed (a GPU's host, a
+        // busy CPU) then moves both sides of a ratio together.
+        struct Series {
+            std::vector<double> prefill, decode, ratio, policy;
+            RunSummary last;
+        };
+        std::vector<Series> series(specs.size());
+        for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
+            for (size_t i = 0; i < specs.size(); ++i) {
+                RunOptions options;
+                options.method = specs[i];
+                options.budget = Budget::parse(specs[i] == "full" ? "100%" : args.budget);
+                options.n_predict = args.decode;
+                options.stop_at_end_of_generation = false;
+                RunSummary s = run_method(model, *registry, prompt, options, nullptr);
                 if (s.status != "ok") throw Error(s.error);
+                Series& out = series[i];
+                out.last = s;
                 if (r == 0) continue;
-                prefill.push_back(double(context) / s.prefill_seconds);
-                decode.push_back(s.decode_tokens_per_second());
-                policy.push_back(s.policy_seconds / (s.prefill_seconds + s.decode_seconds));
+                out.prefill.push_back(double(context) / s.prefill_seconds);
+                out.decode.push_back(s.decode_tokens_per_second());
+                out.ratio.push_back(out.decode.back() / series[0].decode.back());
+                out.policy.push_back(s.policy_seconds / (s.prefill_seconds + s.decode_seconds));
             }
-            const double tps = median(decode);
-            if (spec == "full") {
-                full_tps = tps;
-                full_bytes = double(s.kv_bytes);
-            }
+        }
+        const double full_bytes = double(series[0].last.kv_bytes);
+        for (size_t i = 0; i < specs.size(); ++i) {
+            const Series& x = series[i];
+            const RunSummary& s = x.last;
             if (args.json)
                 std::printf("{\"engine\": \"kvscope\", \"context\": %lld, \"decode_tokens\": %lld, \"threads\": %d, "
                             "\"device\": \"%s\", \"method\": \"%s\", \"budget\": \"%s\", \"prefill_tokens_per_second\": %.3f, "
                             "\"decode_tokens_per_second\": %.3f, \"decode_vs_full\": %.4f, \"kv_bytes\": %lld, "
                             "\"full_kv_bytes\": %.0f, \"policy_share\": %.4f}\n",
                             (long long)context, (long long)args.decode, at::get_num_threads(), model.device().str().c_str(),
-                            s.method.c_str(), s.budget.c_str(), median(prefill), tps, tps / full_tps,
-                            (long long)s.kv_bytes, full_bytes, median(policy));
+                            s.method.c_str(), s.budget.c_str(), median(x.prefill), median(x.decode), median(x.ratio),
+                            (long long)s.kv_bytes, full_bytes, median(x.policy));
             else
                 std::printf("%-8lld %-58s %7s %14.1f %13.1f %7.1f%% %9.2f %5.1f%% %6.2f%%\n", (long long)context,
-                            s.method.c_str(), spec == "full" ? "-" : s.budget.c_str(), median(prefill), tps,
-                            100 * tps / full_tps, double(s.kv_bytes) / 1048576.0, 100 * double(s.kv_bytes) / full_bytes,
-                            100 * median(policy));
+                            s.method.c_str(), i == 0 ? "-" : s.budget.c_str(), median(x.prefill), median(x.decode),
+                            100 * median(x.ratio), double(s.kv_bytes) / 1048576.0, 100 * double(s.kv_bytes) / full_bytes,
+                            100 * median(x.policy));
             std::fflush(stdout);
         }
     }

@@ -274,10 +274,13 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
     qs.mass_queries = mass_queries;
 #if KVSCOPE_CUDA
     if (device_.is_cuda()) { // the tables go to the device; everything else already is
-        at::Tensor table = upload(page_table, device_), slots = upload(n_slots, device_), qpos = upload(q_pos, device_);
-        kv.page_table = table.data_ptr<int32_t>();
-        kv.n_slots = slots.data_ptr<int32_t>();
-        qs.q_pos = qpos.data_ptr<int32_t>();
+        std::vector<int32_t> tables(page_table); // one copy to the device for all three
+        tables.insert(tables.end(), n_slots.begin(), n_slots.end());
+        tables.insert(tables.end(), q_pos.begin(), q_pos.end());
+        at::Tensor device_tables = upload(tables, device_);
+        kv.page_table = device_tables.data_ptr<int32_t>();
+        kv.n_slots = kv.page_table + page_table.size();
+        qs.q_pos = kv.n_slots + n_slots.size();
         kernels::paged_attention_cuda(kv, qs, at::cuda::getCurrentCUDAStream().stream());
         return out.to(q_in.scalar_type());
     }
