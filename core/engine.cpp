@@ -75,12 +75,6 @@ ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& promp
 
 namespace {
 
-// One lane of the method: its cache and where it stands.
-struct Lane {
-    KvStore store;
-    double forward_seconds = 0;
-};
-
 struct Stepper {
     const Model& model;
     Policy& policy;
@@ -91,16 +85,16 @@ struct Stepper {
 
     // Runs `tokens` through the lane and lets the policy act; returns the logits and
     // their greedy token (reading it waits for the device, so the time is the forward's).
-    std::pair<at::Tensor, int32_t> step(Lane& lane, const std::vector<int32_t>& tokens, int64_t k, bool primary,
+    std::pair<at::Tensor, int32_t> step(KvStore& lane, const std::vector<int32_t>& tokens, int64_t k, bool primary,
                                         double* forward_s, double* policy_s) {
         auto start = Clock::now();
-        at::Tensor logits = model.forward(tokens, lane.store);
+        at::Tensor logits = model.forward(tokens, lane);
         const int32_t token = greedy_token(logits);
         *forward_s = seconds_since(start);
-        if (primary) summary.peak_kv_bytes = std::max(summary.peak_kv_bytes, lane.store.bytes());
+        if (primary) summary.peak_kv_bytes = std::max(summary.peak_kv_bytes, lane.bytes());
         std::vector<Decision> decisions;
         const double before = policy.seconds();
-        policy.after_step(lane.store, k, n_prompt, reference && !reference->future.empty() ? &reference->future : nullptr,
+        policy.after_step(lane, k, n_prompt, reference && !reference->future.empty() ? &reference->future : nullptr,
                           primary ? &decisions : nullptr);
         *policy_s = policy.seconds() - before;
         if (primary && observer && !decisions.empty()) observer->on_decisions(k, decisions);
@@ -125,9 +119,9 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
         const int64_t n_steps = reference ? int64_t(reference->tokens.size()) : options.n_predict;
         check_context(model, summary.n_prompt, n_steps);
 
-        Lane tf{make_store(model, options.page_size)};
-        policy.configure(tf.store);
-        std::optional<Lane> fr; // the free-running lane once it has forked
+        KvStore tf = make_store(model, options.page_size);
+        policy.configure(tf);
+        std::optional<KvStore> fr; // the free-running lane's cache once it has forked
         Stepper stepper{model, policy, reference, summary.n_prompt, observer, summary};
         double sum_kl = 0, nll_ref = 0, nll_method = 0;
         int64_t top1 = 0, matches = 0;
@@ -159,7 +153,7 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
                 if (reference->forced) {
                     ev.token = own;
                 } else if (!fr && own != ev.reference_token) {
-                    fr.emplace(Lane{tf.store.clone()});
+                    fr.emplace(tf.clone());
                     summary.first_divergence = k;
                     ev.token = own;
                 } else if (fr) {
@@ -180,8 +174,8 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
                 ev.logprob = logp[own].item<float>();
             }
             summary.tokens.push_back(ev.token);
-            ev.kv_bytes = tf.store.bytes();
-            ev.kv_slots = tf.store.total_slots();
+            ev.kv_bytes = tf.bytes();
+            ev.kv_slots = tf.total_slots();
             summary.n_steps = k + 1;
             if (observer) observer->on_step(ev);
             if (!reference && options.stop_at_end_of_generation && model.tokenizer().is_end_of_generation(own)) break;
@@ -197,11 +191,11 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
             summary.reference_kv_bytes = reference->kv_bytes[size_t(summary.n_steps - 1)];
         }
         summary.policy_seconds = policy.seconds();
-        summary.kv_bytes = tf.store.bytes();
-        summary.final_context = tf.store.n_past();
-        for (int64_t l = 0; l < tf.store.n_layer(); ++l) {
-            summary.layer_bytes.push_back(tf.store.bytes(l));
-            for (int64_t g = 0; g < tf.store.n_head_kv(); ++g) summary.head_bytes.push_back(tf.store.bytes(l, g));
+        summary.kv_bytes = tf.bytes();
+        summary.final_context = tf.n_past();
+        for (int64_t l = 0; l < tf.n_layer(); ++l) {
+            summary.layer_bytes.push_back(tf.bytes(l));
+            for (int64_t g = 0; g < tf.n_head_kv(); ++g) summary.head_bytes.push_back(tf.bytes(l, g));
         }
     } catch (const std::exception& e) {
         summary.status = "failed";
