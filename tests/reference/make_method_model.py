@@ -19,11 +19,10 @@ Seeded and deterministic; needs numpy and the PyPI `gguf` package only.
 import os
 import sys
 
-import gguf
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_tiny_models import CHATML_TEMPLATE, vocabulary  # noqa: E402
+from make_tiny_models import llama_writer  # noqa: E402
 
 N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_CTX = 64, 4, 2, 128, 512
 HEAD_DIM = N_EMBD // N_HEAD
@@ -60,29 +59,9 @@ def weights(n_layer, n_vocab):
 
 
 def write_model(path, n_layer):
-    tokens, types, merges, bos, eos = vocabulary()
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name(f"method-parity-llama-{n_layer}l")
-    writer.add_block_count(n_layer)
-    writer.add_context_length(N_CTX)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD_KV)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_rope_dimension_count(HEAD_DIM)
-    writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(bos)
-    writer.add_eos_token_id(eos)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML_TEMPLATE)
-    for name, w in weights(n_layer, len(tokens)).items():
+    writer, n_tokens = llama_writer(path, f"method-parity-llama-{n_layer}l", n_layer, N_CTX, N_EMBD, N_FF, N_HEAD,
+                                    N_HEAD_KV)
+    for name, w in weights(n_layer, n_tokens).items():
         writer.add_tensor(name, w)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -133,19 +133,21 @@ def weights(n_vocab, q_rows):
     return w
 
 
-def write_gguf(path, arch="llama", with_tokenizer=True, q_rows=N_HEAD * HEAD_DIM):
+def llama_writer(path, name, n_layer, n_ctx, n_embd, n_ff, n_head, n_head_kv, arch="llama", with_tokenizer=True):
+    """A GGUFWriter holding a Llama config and (optionally) this file's vocabulary; the
+    caller adds the tensors and writes. Returns (writer, vocabulary size)."""
     tokens, types, merges, bos, eos = vocabulary()
     writer = gguf.GGUFWriter(path, arch)
-    writer.add_name("tiny-llama")
-    writer.add_block_count(N_LAYER)
-    writer.add_context_length(N_CTX)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD_KV)
+    writer.add_name(name)
+    writer.add_block_count(n_layer)
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_freq_base(10000.0)
-    writer.add_rope_dimension_count(HEAD_DIM)
+    writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_vocab_size(len(tokens))
     if with_tokenizer:
         writer.add_tokenizer_model("gpt2")
@@ -157,7 +159,13 @@ def write_gguf(path, arch="llama", with_tokenizer=True, q_rows=N_HEAD * HEAD_DIM
         writer.add_eos_token_id(eos)
         writer.add_add_bos_token(False)
         writer.add_chat_template(CHATML_TEMPLATE)
-    for name, w in weights(len(tokens), q_rows).items():
+    return writer, len(tokens)
+
+
+def write_gguf(path, arch="llama", with_tokenizer=True, q_rows=N_HEAD * HEAD_DIM):
+    writer, n_tokens = llama_writer(path, "tiny-llama", N_LAYER, N_CTX, N_EMBD, N_FF, N_HEAD, N_HEAD_KV, arch,
+                                    with_tokenizer)
+    for name, w in weights(n_tokens, q_rows).items():
         if name == F16_TENSOR:
             writer.add_tensor(name, w.astype(np.float16))
         elif name == Q8_0_TENSOR:
