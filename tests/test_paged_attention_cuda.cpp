@@ -285,6 +285,23 @@ void compare(Store st, KvDtype dtype, int64_t mass_queries, const std::string& w
 
 // ---------------------------------------------------------------------------------------
 
+// Mean time of one call in microseconds, after `warmup` calls, by CUDA events.
+double microseconds_per_call(const PagedKv& kv, const AttentionQueries& qs, int warmup, int reps) {
+    for (int i = 0; i < warmup; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    cudaEventRecord(start);
+    for (int i = 0; i < reps; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
+    cudaEventRecord(stop);
+    EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess) << "timing run failed";
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, start, stop);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return 1e3 * ms / reps;
+}
+
 TEST(PagedAttentionCuda, MatchesCpuKernel) {
     if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
     std::mt19937 rng(77);
@@ -361,20 +378,7 @@ TEST(PagedAttentionCuda, DecodeTimings) {
             for (int64_t mq : {0, 1}) {
                 const AttentionQueries qs = queries_view(st, q.get(), static_cast<const int32_t*>(q_pos.get()),
                                                          out.get(), static_cast<float*>(mass.get()), S, mq);
-                for (int i = 0; i < 10; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
-                cudaEvent_t start, stop;
-                cudaEventCreate(&start);
-                cudaEventCreate(&stop);
-                const int reps = 200;
-                cudaEventRecord(start);
-                for (int i = 0; i < reps; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
-                cudaEventRecord(stop);
-                CUDA_OK(cudaEventSynchronize(stop));
-                float ms = 0.0f;
-                cudaEventElapsedTime(&ms, start, stop);
-                cudaEventDestroy(start);
-                cudaEventDestroy(stop);
-                const double us = 1e3 * ms / reps;
+                const double us = microseconds_per_call(kv, qs, 10, 200);
                 const double bytes = 3.0 * double(S) * 64 * (f32 ? 4 : 2) * 2;
                 std::printf("decode %-4s ctx %6lld mass %lld: %8.2f us  %7.1f GB/s (K+V)\n", dtype_name(dtype).c_str(),
                             static_cast<long long>(S), static_cast<long long>(mq), us, bytes / us * 1e-3);
@@ -393,21 +397,8 @@ TEST(PagedAttentionCuda, DecodeTimings) {
                                    static_cast<const int32_t*>(n_slots.get()));
         const AttentionQueries qs = queries_view(st, q.get(), static_cast<const int32_t*>(q_pos.get()), out.get(),
                                                  static_cast<float*>(mass.get()), T, 32);
-        for (int i = 0; i < 3; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
-        cudaEvent_t start, stop;
-        cudaEventCreate(&start);
-        cudaEventCreate(&stop);
-        const int reps = 20;
-        cudaEventRecord(start);
-        for (int i = 0; i < reps; ++i) kvscope::kernels::paged_attention_cuda(kv, qs, nullptr);
-        cudaEventRecord(stop);
-        CUDA_OK(cudaEventSynchronize(stop));
-        float ms = 0.0f;
-        cudaEventElapsedTime(&ms, start, stop);
-        cudaEventDestroy(start);
-        cudaEventDestroy(stop);
         std::printf("prefill bf16 T %5lld (causal, mass 32): %8.1f us per layer\n", static_cast<long long>(T),
-                    1e3 * ms / reps);
+                    microseconds_per_call(kv, qs, 3, 20));
     }
 }
 
