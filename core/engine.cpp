@@ -43,9 +43,8 @@ ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& promp
     KvStore store = make_store(model, options.page_size);
     const ModelConfig& c = model.config();
     if (options.record_future)
-        for (int64_t l = 0; l < c.n_layer; ++l)
-            ref.future.push_back(at::zeros({c.n_head, int64_t(prompt.size()) + n_steps},
-                                           at::TensorOptions().dtype(at::kFloat).device(model.device())));
+        ref.future = at::zeros({c.n_layer, c.n_head, int64_t(prompt.size()) + n_steps},
+                               at::TensorOptions().dtype(at::kFloat).device(model.device()));
     std::vector<at::Tensor> rows;
     auto start = Clock::now();
     at::Tensor logits = model.forward(prompt, store);
@@ -53,8 +52,7 @@ ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& promp
         if (k > 0) {
             logits = model.forward({ref.tokens.back()}, store);
             // Full cache: slot s of every head holds position s.
-            for (int64_t l = 0; l < int64_t(ref.future.size()); ++l)
-                ref.future[l].narrow(1, 0, store.n_past()).add_(store.mass(l));
+            if (ref.future.defined()) ref.future.narrow(2, 0, store.n_past()).add_(store.mass());
         }
         rows.push_back(at::log_softmax(logits[0], -1));
         const int32_t token = options.forced.empty() ? greedy_token(logits) : options.forced[k];
@@ -94,8 +92,8 @@ struct Stepper {
         if (primary) summary.peak_kv_bytes = std::max(summary.peak_kv_bytes, lane.bytes());
         std::vector<Decision> decisions;
         const double before = policy.seconds();
-        policy.after_step(lane, k, n_prompt, reference && !reference->future.empty() ? &reference->future : nullptr,
-                          primary ? &decisions : nullptr);
+        policy.after_step(lane, k, n_prompt, reference && reference->future.defined() ? &reference->future : nullptr,
+                          primary && observer ? &decisions : nullptr);
         *policy_s = policy.seconds() - before;
         if (primary && observer && !decisions.empty()) observer->on_decisions(k, decisions);
         return {logits, token};
@@ -114,7 +112,7 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
     try {
         Policy policy(resolve_method_spec(registry, options.method), options.budget, options.seed);
         summary.method = policy.text();
-        if (policy.needs_future() && (!reference || reference->future.empty()))
+        if (policy.needs_future() && (!reference || !reference->future.defined()))
             throw Error("method spec", policy.text(), "needs a reference run that recorded future attention");
         const int64_t n_steps = reference ? int64_t(reference->tokens.size()) : options.n_predict;
         check_context(model, summary.n_prompt, n_steps);

@@ -34,7 +34,7 @@ struct ReferenceRun {
     std::vector<int32_t> tokens;            // what it generated (or the forced continuation)
     bool forced = false;                    // tokens were given, not generated
     at::Tensor logprobs;                    // float [n_steps, n_vocab]: log p at each step
-    std::vector<at::Tensor> future;         // per layer float [n_head, n_positions] (when asked)
+    at::Tensor future;                      // float [n_layer, n_head, n_positions] (when asked)
     std::vector<int64_t> kv_bytes;          // after each step
     double prefill_seconds = 0, decode_seconds = 0;
 };

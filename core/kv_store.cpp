@@ -1,6 +1,7 @@
 #include "core/kv_store.h"
 
 #include "core/error.h"
+#include "core/upload.h"
 #include "kernels/paged_attention.h"
 
 #include <ATen/ATen.h>
@@ -16,33 +17,13 @@
 
 namespace kvscope {
 
-namespace {
-
-// Host data to the store's device. To a GPU it goes through pinned memory without waiting:
-// an ordinary copy from pageable memory would stall the host until the device drains its
-// queue, once per layer and step. (The caching host allocator keeps the pinned block until
-// the copy has run.)
-template <class T> at::Tensor upload(const std::vector<T>& v, at::IntArrayRef shape, c10::Device device) {
-    const at::ScalarType type = std::is_same_v<T, int32_t> ? at::kInt : std::is_same_v<T, float> ? at::kFloat : at::kLong;
-    at::Tensor host = at::from_blob(const_cast<T*>(v.data()), shape, type);
-    if (device.is_cpu()) return host.clone();
-    at::Tensor pinned = at::empty(shape, at::TensorOptions(type).pinned_memory(true));
-    pinned.copy_(host);
-    return pinned.to(device, /*non_blocking=*/true);
-}
-
-template <class T> at::Tensor upload(const std::vector<T>& v, c10::Device device) {
-    return upload(v, {int64_t(v.size())}, device);
-}
-
-} // namespace
-
 KvStore::KvStore(const ModelConfig& config, c10::Device device, c10::ScalarType dtype, int64_t page_size)
     : n_head_(config.n_head), n_head_kv_(config.n_head_kv), head_dim_(config.head_dim),
       sliding_window_(config.sliding_window), page_size_(page_size), device_(device), dtype_(dtype),
-      heads_(config.n_layer * config.n_head_kv), mass_(config.n_layer) {
+      heads_(config.n_layer * config.n_head_kv) {
     if (page_size < 1) throw Error("kv store", "page_size", "must be >= 1");
     resize_pool(1); // page 0: the padding page
+    pos_pool_.fill_(-1);
 }
 
 // ---- pool -------------------------------------------------------------------------------
@@ -99,6 +80,7 @@ void KvStore::shrink_to_fit() {
     state_pool_ = state_pool_.index_select(0, index);
     n_pages_ = used + 1;
     free_pages_.clear();
+    rows_changed();
 }
 
 void KvStore::clear() {
@@ -110,7 +92,9 @@ void KvStore::clear() {
         h = Head{};
     }
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
-    for (at::Tensor& m : mass_) m = at::Tensor();
+    tables_ = Tables{};
+    layout_ = Layout{};
+    mass_rows_ = at::Tensor();
     n_past_ = 0;
 }
 
@@ -122,71 +106,107 @@ void KvStore::set_state_channels(int64_t n) {
 
 // ---- layout -----------------------------------------------------------------------------
 
-int64_t KvStore::max_slots(int64_t layer) const {
-    int64_t s = 0;
-    for (int64_t g = 0; g < n_head_kv_; ++g) s = std::max(s, n_slots(layer, g));
-    return s;
-}
-
 int64_t KvStore::total_slots() const {
     int64_t s = 0;
     for (const Head& h : heads_) s += int64_t(h.positions.size());
     return s;
 }
 
-at::Tensor KvStore::slot_rows(int64_t layer) const {
-    const int64_t S = max_slots(layer);
-    std::vector<int64_t> rows(size_t(n_head_kv_ * S), 0);
-    for (int64_t g = 0; g < n_head_kv_; ++g) {
-        const Head& h = head_at(layer, g);
-        for (int64_t s = 0; s < int64_t(h.order.size()); ++s) rows[g * S + s] = pool_row(h, h.order[s]);
+int64_t KvStore::max_rows() const {
+    int64_t r = 0;
+    for (const Head& h : heads_) r = std::max(r, int64_t(h.row_pos.size()));
+    return r;
+}
+
+// Page tables and row counts of every head, plus, for a step of T tokens, the query
+// positions and the new tokens' positions; one upload.
+void KvStore::build_tables(int64_t T) {
+    Tables& t = tables_;
+    const int64_t heads = int64_t(heads_.size());
+    t.stride = t.max_rows = 0;
+    for (const Head& h : heads_) {
+        t.stride = std::max(t.stride, int64_t(h.pages.size()));
+        t.max_rows = std::max(t.max_rows, int64_t(h.row_pos.size()));
     }
-    return upload(rows, device_);
-}
-
-at::Tensor KvStore::positions_tensor(int64_t layer) const {
-    const int64_t S = max_slots(layer);
-    std::vector<int32_t> pos(size_t(n_head_kv_ * S), -1);
-    for (int64_t g = 0; g < n_head_kv_; ++g) {
-        const std::vector<int32_t>& p = head_at(layer, g).positions;
-        std::copy(p.begin(), p.end(), pos.begin() + g * S);
+    t.n_tokens = T;
+    t.host.assign(size_t(heads * (t.stride + 1) + T + n_head_kv_ * T), 0);
+    int32_t* rows_per_head = t.host.data() + heads * t.stride;
+    for (int64_t i = 0; i < heads; ++i) {
+        std::copy(heads_[i].pages.begin(), heads_[i].pages.end(), t.host.begin() + i * t.stride);
+        rows_per_head[i] = int32_t(heads_[i].row_pos.size());
     }
-    return upload(pos, {n_head_kv_, S}, device_);
+    int32_t* q_pos = rows_per_head + heads;
+    for (int64_t i = 0; i < T; ++i) q_pos[i] = int32_t(n_past_ + i);
+    for (int64_t i = 0; i < n_head_kv_ * T; ++i) q_pos[T + i] = q_pos[i % T]; // head-major, like k and v
+    t.device = upload(t.host, device_);
+    t.valid = true;
 }
 
-at::Tensor KvStore::keys(int64_t layer) const {
-    return k_pool_.index_select(0, slot_rows(layer)).view({n_head_kv_, max_slots(layer), head_dim_});
+// The views' rows, from the page tables on the device: row r of head i is
+// pages[i][r / P] * P + r % P while r < its row count, else row 0 (position -1).
+const KvStore::Layout& KvStore::layout() {
+    if (layout_.valid) return layout_;
+    if (!tables_.valid) build_tables(0);
+    const Tables& t = tables_;
+    const int64_t heads = int64_t(heads_.size()), R = t.max_rows;
+    auto longs = at::TensorOptions().dtype(at::kLong).device(device_);
+    at::Tensor pages = t.device.narrow(0, 0, heads * t.stride).view({heads, t.stride}).to(at::kLong);
+    at::Tensor n_rows = t.device.narrow(0, heads * t.stride, heads).to(at::kLong).view({heads, 1});
+    at::Tensor r = at::arange(R, longs);
+    at::Tensor rows = pages.index_select(1, r.div(page_size_, "floor")).mul_(page_size_).add_(r.remainder(page_size_));
+    layout_.rows = rows.masked_fill_(r.view({1, R}).ge(n_rows), 0);
+    layout_.positions = at::Tensor();
+    layout_.R = R;
+    layout_.valid = true;
+    return layout_;
 }
 
-at::Tensor KvStore::values(int64_t layer) const {
-    return v_pool_.index_select(0, slot_rows(layer)).view({n_head_kv_, max_slots(layer), head_dim_});
+// Read from the pool, so after a step's last layer has written its tokens' positions.
+const at::Tensor& KvStore::positions_tensor() {
+    const Layout& l = layout();
+    if (!l.positions.defined()) layout_.positions = pos_pool_.index_select(0, l.rows.flatten()).view({n_layer(), n_head_kv_, l.R});
+    return layout_.positions;
 }
 
-at::Tensor KvStore::state(int64_t layer) const {
-    return state_pool_.index_select(0, slot_rows(layer)).view({n_head_kv_, max_slots(layer), n_state_});
+at::Tensor KvStore::mass() {
+    if (!mass_rows_.defined()) return {};
+    return mass_rows_.narrow(2, 0, layout().R);
 }
 
-void KvStore::write_state(int64_t layer, const at::Tensor& state) {
+at::Tensor KvStore::rows(int64_t layer) {
+    const Layout& l = layout();
+    return layer < 0 ? l.rows.flatten() : l.rows.narrow(0, layer * n_head_kv_, n_head_kv_).flatten();
+}
+
+at::Tensor KvStore::gather(const at::Tensor& pool, int64_t layer) {
+    at::Tensor g = pool.index_select(0, rows(layer)).view({layer < 0 ? n_layer() : 1, n_head_kv_, layout_.R, pool.size(1)});
+    return layer < 0 ? g : g[0];
+}
+
+at::Tensor KvStore::keys(int64_t layer) { return gather(k_pool_, layer); }
+at::Tensor KvStore::values(int64_t layer) { return gather(v_pool_, layer); }
+at::Tensor KvStore::state(int64_t layer) { return gather(state_pool_, layer); }
+
+void KvStore::write_state(const at::Tensor& state, int64_t layer) {
     // Padding rows all point at the padding page; whatever lands there is never read.
-    state_pool_.index_copy_(0, slot_rows(layer), state.reshape({-1, n_state_}).to(at::kFloat));
+    state_pool_.index_copy_(0, rows(layer), state.reshape({-1, n_state_}).to(at::kFloat));
 }
 
 // ---- a step -----------------------------------------------------------------------------
 
-at::Tensor KvStore::append(int64_t layer, int64_t n_tokens) {
-    if (layer == 0) { // the whole step's pages at once: one pool growth at most
-        int64_t needed = 0;
-        for (const Head& h : heads_) {
-            const int64_t rows = int64_t(h.row_pos.size()) + std::max<int64_t>(0, n_tokens - int64_t(h.holes.size()));
-            needed += std::max<int64_t>(0, (rows + page_size_ - 1) / page_size_ - int64_t(h.pages.size()));
-        }
-        reserve_pages(needed);
+void KvStore::begin_step(int64_t T) {
+    apply_pending();
+    int64_t needed = 0; // the whole step's pages at once: one pool growth at most
+    for (const Head& h : heads_) {
+        const int64_t rows = int64_t(h.row_pos.size()) + std::max<int64_t>(0, T - int64_t(h.holes.size()));
+        needed += std::max<int64_t>(0, (rows + page_size_ - 1) / page_size_ - int64_t(h.pages.size()));
     }
-    std::vector<int64_t> rows;
-    rows.reserve(size_t(n_head_kv_ * n_tokens));
-    for (int64_t g = 0; g < n_head_kv_; ++g) {
-        Head& h = head_at(layer, g);
-        for (int64_t t = 0; t < n_tokens; ++t) {
+    reserve_pages(needed);
+
+    std::vector<int64_t>& new_rows = tables_.rows;
+    new_rows.clear();
+    for (Head& h : heads_) // head-major within a layer, like the model's k and v
+        for (int64_t t = 0; t < T; ++t) {
             int32_t r;
             if (!h.holes.empty()) { // the lowest hole
                 r = h.holes.back();
@@ -198,25 +218,29 @@ at::Tensor KvStore::append(int64_t layer, int64_t n_tokens) {
             }
             const int32_t pos = int32_t(n_past_ + t);
             h.row_pos[r] = pos;
-            h.order.push_back(r); // the newest token: last in position order
-            h.positions.push_back(pos);
-            rows.push_back(pool_row(h, r));
+            h.positions.push_back(pos); // the newest token: positions stay increasing
+            new_rows.push_back(pool_row(h, r));
         }
-    }
-    return upload(rows, device_);
+    build_tables(T);
+    tables_.device_rows = upload(new_rows, device_);
+    mass_rows_ = mass_window_ != 0 ? at::zeros({n_layer(), n_head_, tables_.max_rows},
+                                               at::TensorOptions().dtype(at::kFloat).device(device_))
+                                   : at::Tensor();
+    layout_.valid = false;
 }
 
 at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-    if (layer == 0) apply_pending();
     const int64_t T = q.size(1);
     if (n_past_ + T > std::numeric_limits<int32_t>::max())
         throw Error("kv store", "positions", "past the int32 range");
-    at::Tensor rows = append(layer, T); // head-major, like k and v below
+    if (layer == 0) begin_step(T);
+    const int64_t heads = int64_t(heads_.size());
+    at::Tensor rows = tables_.device_rows.narrow(0, layer * n_head_kv_ * T, n_head_kv_ * T);
     k_pool_.index_copy_(0, rows, k.reshape({n_head_kv_ * T, head_dim_}).to(dtype_));
     v_pool_.index_copy_(0, rows, v.reshape({n_head_kv_ * T, head_dim_}).to(dtype_));
-    at::Tensor pos = at::arange(n_past_, n_past_ + T, pos_pool_.options()).repeat({n_head_kv_});
-    pos_pool_.index_copy_(0, rows, pos);
+    pos_pool_.index_copy_(0, rows, tables_.device.narrow(0, heads * (tables_.stride + 1) + T, n_head_kv_ * T));
     if (n_state_ > 0) state_pool_.index_fill_(0, rows, 0.0);
+    layout_.positions = at::Tensor(); // now stale
 
     const int64_t mass_queries = mass_window_ < 0 ? T : std::min(mass_window_, T);
 #if KVSCOPE_CUDA
@@ -224,63 +248,41 @@ at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor&
 #else
     const bool has_kernel = device_.is_cpu() && dtype_ == at::kFloat;
 #endif
-    if (!has_kernel) return attend_reference(layer, q, mass_queries);
-    at::Tensor out = attend_kernel(layer, q, mass_queries);
-    if (mass_queries > 0) sort_mass(layer);
-    return out;
+    return has_kernel ? attend_kernel(layer, q, mass_queries) : attend_reference(layer, q, mass_queries);
 }
 
-// The paged kernel (CPU fp32, or CUDA) reads the pool through the page tables.
+// The paged kernel (CPU fp32, or CUDA) reads the pool through the step's page tables.
 at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t mass_queries) {
-    const int64_t T = q_in.size(1);
-    int64_t stride = 0;
-    for (int64_t g = 0; g < n_head_kv_; ++g) stride = std::max(stride, int64_t(head_at(layer, g).pages.size()));
-    std::vector<int32_t> page_table(size_t(n_head_kv_ * stride), 0), n_slots(static_cast<size_t>(n_head_kv_));
-    int64_t S = 0; // rows the kernel scans per head (holes included)
-    for (int64_t g = 0; g < n_head_kv_; ++g) {
-        const Head& h = head_at(layer, g);
-        std::copy(h.pages.begin(), h.pages.end(), page_table.begin() + g * stride);
-        n_slots[g] = int32_t(h.row_pos.size());
-        S = std::max(S, int64_t(h.row_pos.size()));
-    }
-    std::vector<int32_t> q_pos(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) q_pos[t] = int32_t(n_past_ + t);
-
+    const int64_t T = q_in.size(1), heads = int64_t(heads_.size());
     at::Tensor q = q_in.to(dtype_).contiguous();
     at::Tensor out = at::empty_like(q);
-    mass_[layer] = mass_queries > 0 ? at::zeros({n_head_, S}, q.options().dtype(at::kFloat)) : at::Tensor();
+    // Host pointers for the CPU kernel, device pointers for the CUDA one.
+    const int32_t* tables = tables_.device.data_ptr<int32_t>();
 
     kernels::PagedKv kv{};
     kv.k = k_pool_.data_ptr();
     kv.v = v_pool_.data_ptr();
     kv.dtype = dtype_ == at::kFloat ? kernels::KvDtype::F32 : dtype_ == at::kHalf ? kernels::KvDtype::F16 : kernels::KvDtype::BF16;
     kv.positions = pos_pool_.data_ptr<int32_t>();
-    kv.page_table = page_table.data();
-    kv.page_table_stride = stride;
+    kv.page_table = tables + layer * n_head_kv_ * tables_.stride;
+    kv.page_table_stride = tables_.stride;
     kv.page_size = page_size_;
-    kv.n_slots = n_slots.data();
+    kv.n_slots = tables + heads * tables_.stride + layer * n_head_kv_;
     kv.n_head_kv = n_head_kv_;
     kv.head_dim = head_dim_;
     kernels::AttentionQueries qs{};
     qs.q = q.data_ptr();
-    qs.q_pos = q_pos.data();
+    qs.q_pos = tables + heads * (tables_.stride + 1);
     qs.n_head = n_head_;
     qs.T = T;
     qs.window = sliding_window_;
     qs.scale = float(1.0 / std::sqrt(double(head_dim_)));
     qs.out = out.data_ptr();
-    qs.mass = mass_queries > 0 ? mass_[layer].data_ptr<float>() : nullptr;
-    qs.mass_stride = S;
+    qs.mass = mass_queries > 0 ? mass_rows_.data_ptr<float>() + layer * n_head_ * tables_.max_rows : nullptr;
+    qs.mass_stride = tables_.max_rows;
     qs.mass_queries = mass_queries;
 #if KVSCOPE_CUDA
-    if (device_.is_cuda()) { // the tables go to the device; everything else already is
-        std::vector<int32_t> tables(page_table); // one copy to the device for all three
-        tables.insert(tables.end(), n_slots.begin(), n_slots.end());
-        tables.insert(tables.end(), q_pos.begin(), q_pos.end());
-        at::Tensor device_tables = upload(tables, device_);
-        kv.page_table = device_tables.data_ptr<int32_t>();
-        kv.n_slots = kv.page_table + page_table.size();
-        qs.q_pos = kv.n_slots + n_slots.size();
+    if (device_.is_cuda()) {
         kernels::paged_attention_cuda(kv, qs, at::cuda::getCurrentCUDAStream().stream());
         return out.to(q_in.scalar_type());
     }
@@ -293,12 +295,13 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
     return out.to(q_in.scalar_type());
 }
 
-// Any device and dtype, with ATen: gathers the layer's slots and forms the [T, S] scores
+// Any device and dtype, with ATen: gathers the layer's rows and forms the [T, R] scores
 // per head. The CUDA kernel takes this path's place on the GPU.
 at::Tensor KvStore::attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries) {
-    const int64_t T = q.size(1), S = max_slots(layer), group = n_head_ / n_head_kv_;
-    at::Tensor K = keys(layer), V = values(layer);                       // [kv, S, d]
-    at::Tensor kpos = positions_tensor(layer).view({n_head_kv_, 1, 1, S}); // -1 = padding
+    const int64_t T = q.size(1), group = n_head_ / n_head_kv_;
+    const int64_t R = layout().R;
+    at::Tensor K = keys(layer), V = values(layer);                                      // [kv, R, d]
+    at::Tensor kpos = pos_pool_.index_select(0, rows(layer)).view({n_head_kv_, 1, 1, R}); // -1: hole or padding
     at::Tensor qpos = at::arange(n_past_, n_past_ + T, kpos.options()).view({1, 1, T, 1});
     at::Tensor hidden = kpos.lt(0).logical_or(kpos.gt(qpos));
     if (sliding_window_ > 0) hidden = hidden.logical_or(kpos.le(qpos - sliding_window_));
@@ -306,80 +309,47 @@ at::Tensor KvStore::attend_reference(int64_t layer, const at::Tensor& q, int64_t
     at::Tensor scores = at::matmul(q.to(dtype_).reshape({n_head_kv_, group * T, head_dim_}), K.transpose(1, 2))
                             .to(at::kFloat)
                             .mul_(1.0 / std::sqrt(double(head_dim_)))
-                            .view({n_head_kv_, group, T, S})
+                            .view({n_head_kv_, group, T, R})
                             .masked_fill(hidden, -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1);
-    mass_[layer] = mass_queries > 0 ? probs.narrow(2, T - mass_queries, mass_queries).sum(2).reshape({n_head_, S})
-                                    : at::Tensor();
-    return at::matmul(probs.view({n_head_kv_, group * T, S}).to(dtype_), V).view({n_head_, T, head_dim_}).to(q.scalar_type());
+    if (mass_queries > 0)
+        mass_rows_[layer].narrow(1, 0, R).copy_(probs.narrow(2, T - mass_queries, mass_queries).sum(2).view({n_head_, R}));
+    return at::matmul(probs.view({n_head_kv_, group * T, R}).to(dtype_), V).view({n_head_, T, head_dim_}).to(q.scalar_type());
 }
 
-// The kernel's mass is per row of each head; callers read it per slot (position order).
-void KvStore::sort_mass(int64_t layer) {
-    const int64_t S = max_slots(layer), group = n_head_ / n_head_kv_;
-    bool identity = true; // no holes, rows in position order: the common full-cache case
-    for (int64_t g = 0; g < n_head_kv_ && identity; ++g) {
-        const Head& h = head_at(layer, g);
-        identity = h.holes.empty() && int64_t(h.order.size()) == S;
-        for (int64_t s = 0; s < S && identity; ++s) identity = h.order[s] == s;
-    }
-    at::Tensor& mass = mass_[layer];
-    if (identity) {
-        mass = mass.narrow(1, 0, S);
-        return;
-    }
-    std::vector<int64_t> index(size_t(n_head_ * S), 0);
-    std::vector<float> valid(size_t(n_head_ * S), 0.0f);
-    for (int64_t h = 0; h < n_head_; ++h) {
-        const std::vector<int32_t>& order = head_at(layer, h / group).order;
-        for (size_t s = 0; s < order.size(); ++s) {
-            index[h * S + s] = order[s];
-            valid[h * S + s] = 1.0f;
-        }
-    }
-    mass = mass.gather(1, upload(index, {n_head_, S}, device_)).mul_(upload(valid, {n_head_, S}, device_));
-}
+// ---- decisions --------------------------------------------------------------------------
 
-void KvStore::keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept, bool defer) {
-    if (int64_t(kept.size()) != n_head_kv_)
-        throw Error("kv store", "keep", "needs one slot list per KV head");
+void KvStore::evict(int64_t layer, const std::vector<std::vector<int64_t>>& evicted, bool defer) {
+    if (int64_t(evicted.size()) != n_head_kv_)
+        throw Error("kv store", "evict", "needs one row list per KV head");
     for (int64_t g = 0; g < n_head_kv_; ++g) { // check everything before changing anything
-        const std::vector<int64_t>& slots = kept[g];
-        const int64_t n = n_slots(layer, g);
-        for (size_t i = 0; i < slots.size(); ++i)
-            if (slots[i] < 0 || slots[i] >= n || (i > 0 && slots[i] <= slots[i - 1]))
-                throw Error("kv store", "keep", "layer " + std::to_string(layer) + " head " + std::to_string(g) +
-                                                    ": slot lists must be increasing and inside [0, " +
-                                                    std::to_string(n) + ")");
+        const Head& h = head_at(layer, g);
+        std::vector<int64_t> rows = evicted[g];
+        std::sort(rows.begin(), rows.end());
+        for (size_t i = 0; i < rows.size(); ++i)
+            if (rows[i] < 0 || rows[i] >= int64_t(h.row_pos.size()) || h.row_pos[rows[i]] < 0 || (i > 0 && rows[i] == rows[i - 1]))
+                throw Error("kv store", "evict", "layer " + std::to_string(layer) + " head " + std::to_string(g) + ": row " +
+                                                     std::to_string(rows[i]) + " is not a distinct row holding a token");
     }
-    std::vector<int64_t>& holes = pending_holes_;
-    std::vector<int64_t>& from = pending_from_;
-    std::vector<int64_t>& to = pending_to_;
     for (int64_t g = 0; g < n_head_kv_; ++g) {
+        if (evicted[g].empty()) continue;
         Head& h = head_at(layer, g);
-        const std::vector<int64_t>& slots = kept[g];
-        if (slots.size() == h.order.size()) continue;
-        std::vector<int32_t> order, positions;
-        order.reserve(slots.size());
-        positions.reserve(slots.size());
-        size_t i = 0;
-        for (int64_t s = 0; s < int64_t(h.order.size()); ++s) {
-            if (i < slots.size() && slots[i] == s) {
-                order.push_back(h.order[s]);
-                positions.push_back(h.positions[s]);
-                ++i;
-            } else { // evicted: its row becomes a hole
-                h.row_pos[h.order[s]] = -1;
-                h.holes.push_back(h.order[s]);
-                holes.push_back(pool_row(h, h.order[s]));
-            }
+        std::vector<int32_t> gone; // positions, increasing
+        for (int64_t r : evicted[g]) {
+            gone.push_back(h.row_pos[r]);
+            h.row_pos[r] = -1;
+            h.holes.push_back(int32_t(r));
+            pending_holes_.push_back(pool_row(h, r));
         }
-        h.order = std::move(order);
-        h.positions = std::move(positions);
+        std::sort(gone.begin(), gone.end());
+        auto kept_end = std::remove_if(h.positions.begin(), h.positions.end(),
+                                       [&](int32_t p) { return std::binary_search(gone.begin(), gone.end(), p); });
+        h.positions.erase(kept_end, h.positions.end());
         std::sort(h.holes.begin(), h.holes.end(), std::greater<>());
-        compact(h, from, to);
+        compact(h, pending_from_, pending_to_);
     }
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
+    rows_changed();
     if (!defer) apply_pending();
 }
 
@@ -396,11 +366,9 @@ void KvStore::apply_pending() {
 }
 
 void KvStore::compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>& to) {
-    const int64_t pages = (int64_t(h.order.size()) + page_size_ - 1) / page_size_;
+    const int64_t pages = (int64_t(h.positions.size()) + page_size_ - 1) / page_size_;
     if (int64_t(h.pages.size()) <= pages) return;
     const int32_t end = int32_t(pages * page_size_); // rows from here on are given back
-    std::vector<int32_t> slot_of(h.row_pos.size(), -1);
-    for (size_t s = 0; s < h.order.size(); ++s) slot_of[h.order[s]] = int32_t(s);
     std::vector<int32_t> free_rows; // holes below `end`, lowest last
     for (int32_t r : h.holes)
         if (r < end) free_rows.push_back(r);
@@ -411,7 +379,6 @@ void KvStore::compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>&
         from.push_back(pool_row(h, r));
         to.push_back(pool_row(h, dst));
         h.row_pos[dst] = h.row_pos[r];
-        h.order[slot_of[r]] = dst;
     }
     free_pages_.insert(free_pages_.end(), h.pages.begin() + pages, h.pages.end());
     h.pages.resize(size_t(pages));
@@ -453,8 +420,8 @@ KvStore KvStore::clone() const {
     copy.v_pool_ = v_pool_.clone();
     copy.pos_pool_ = pos_pool_.clone();
     copy.state_pool_ = state_pool_.clone();
-    for (at::Tensor& m : copy.mass_)
-        if (m.defined()) m = m.clone();
+    if (mass_rows_.defined()) copy.mass_rows_ = mass_rows_.clone();
+    copy.rows_changed();
     return copy;
 }
 

@@ -6,17 +6,19 @@
 // holds fewer pages, and freed pages go back to a free list for reuse. Each slot
 // remembers its token's original position.
 //
-// Callers see a head's slots in position order. Inside, a slot lives at any row of the
-// head's pages: an evicted slot becomes a hole that the next token fills, so evicting one
-// token moves nothing, and a head whose holes add up to a page has its last pages' tokens
-// moved into the holes and the pages freed. Bytes are pages held, exactly.
+// A head's slots are its rows, in storage order: an evicted token leaves a hole (position
+// -1) that the next token fills, so evicting moves nothing, and a head whose holes add up
+// to a page has its last pages' tokens moved into the holes and the pages freed. Bytes
+// are pages held, exactly.
 //
 // Attention reads the pool through each head's page table (kernels/paged_attention.h;
-// holes have position -1 and are never visible) and can return, per query head, the
-// attention mass each slot received from the step's last queries, without forming
-// attention matrices. That is what scorers read.
+// holes are never visible) and can return, per query head, the attention mass each row
+// received from the step's last queries, without forming attention matrices. The views
+// methods read (positions, mass, keys, ...) are in that same row order, so the mass is
+// the kernel's output as it stands and a view costs a few gathers on the device, however
+// long the context: nothing is sorted or copied per token on the host.
 //
-// Page 0 is never handed out: padded slots in gathered views point at it.
+// Page 0 is never handed out: padding rows in gathered views point at it (position -1).
 #pragma once
 
 #include "core/kv_cache.h"
@@ -45,9 +47,6 @@ public:
     // the last w (METHODS.md's observation window).
     void set_mass_window(int64_t window) { mass_window_ = window; }
     int64_t mass_window() const { return mass_window_; }
-    // float32 [n_head, max_slots(layer)] from the last step: mass[h, s] is what slot s of
-    // h's KV head received; undefined when no statistics were asked for.
-    const at::Tensor& mass(int64_t layer) const { return mass_[layer]; }
 
     // ---- layout
     int64_t n_layer() const { return int64_t(heads_.size()) / n_head_kv_; }
@@ -58,25 +57,31 @@ public:
     c10::Device device() const { return device_; }
     c10::ScalarType dtype() const { return dtype_; }
     int64_t n_slots(int64_t layer, int64_t head) const { return int64_t(head_at(layer, head).positions.size()); }
-    int64_t max_slots(int64_t layer) const;
     int64_t total_slots() const;
-    // Original positions of the slots, in slot (= position) order.
+    // Positions of the tokens a head holds, increasing.
     const std::vector<int32_t>& positions(int64_t layer, int64_t head) const { return head_at(layer, head).positions; }
+    // Position of each row of a head, -1 for a hole: the row order of the views below.
+    const std::vector<int32_t>& row_positions(int64_t layer, int64_t head) const { return head_at(layer, head).row_pos; }
+    int64_t max_rows() const; // R below: the most rows any (layer, KV head) has
 
-    // Gathered copies for a layer, padded to max_slots(layer) per KV head:
-    at::Tensor positions_tensor(int64_t layer) const; // int32 [n_head_kv, S], padding -1
-    at::Tensor keys(int64_t layer) const;             // [n_head_kv, S, head_dim]
-    at::Tensor values(int64_t layer) const;
-    at::Tensor state(int64_t layer) const;            // float32 [n_head_kv, S, n_state]
-    void write_state(int64_t layer, const at::Tensor& state); // back from the layout above
+    // Every layer's rows, padded to R per (layer, KV head), on the store's device: what a
+    // method's view holds. A row holds a token when its position is >= 0.
+    const at::Tensor& positions_tensor();         // int32 [n_layer, n_head_kv, R], hole and padding -1
+    at::Tensor mass();                            // float32 [n_layer, n_head, R] from the last step
+                                                  // (valid until the rows change), 0 where no token;
+                                                  // undefined without statistics
+    at::Tensor keys(int64_t layer = -1);          // [n_layer, n_head_kv, R, head_dim], or one layer's
+    at::Tensor values(int64_t layer = -1);
+    at::Tensor state(int64_t layer = -1);         // float32 [n_layer, n_head_kv, R, n_state], or one layer's
+    void write_state(const at::Tensor& state, int64_t layer = -1); // back from the layout above
 
     // ---- decisions
-    // Keeps, for every KV head g of `layer`, the slots kept[g] (strictly increasing slot
-    // indices) and frees the rest: their rows become holes, and when a head's holes add up
-    // to a page its last pages' tokens move into them and those pages are freed. With
-    // `defer`, the row moves wait for apply_pending(), so a policy acting on every layer
-    // moves rows in one batch (the bookkeeping above is immediate either way).
-    void keep(int64_t layer, const std::vector<std::vector<int64_t>>& kept, bool defer = false);
+    // Evicts, for every KV head g of `layer`, the rows evicted[g] (distinct rows holding
+    // tokens): they become holes, and when a head's holes add up to a page its last pages'
+    // tokens move into them and those pages are freed. With `defer`, the row moves wait
+    // for apply_pending(), so a policy acting on every layer moves rows in one batch (the
+    // bookkeeping is immediate either way).
+    void evict(int64_t layer, const std::vector<std::vector<int64_t>>& evicted, bool defer = false);
     void apply_pending();
     // Gives unused pool capacity back to the allocator (after a large eviction).
     void shrink_to_fit();
@@ -98,8 +103,25 @@ private:
         std::vector<int32_t> pages;     // page ids; row i of the head is pages[i / P] * P + i % P
         std::vector<int32_t> row_pos;   // per row below the high-water mark: position, -1 = hole
         std::vector<int32_t> holes;     // rows that are holes, highest first
-        std::vector<int32_t> order;     // rows of the tokens held, in position order
-        std::vector<int32_t> positions; // their positions: the slots callers see
+        std::vector<int32_t> positions; // positions held, increasing
+    };
+    // Every head's page table and row count, on the device: what attention and the views
+    // read. Made at each step's layer 0 for all layers (with the step's extras), and again
+    // when evictions have changed the rows since.
+    struct Tables {
+        bool valid = false;
+        int64_t stride = 0, max_rows = 0, n_tokens = 0;
+        std::vector<int32_t> host;      // page tables [heads, stride], rows per head [heads], then for a
+                                        // step: query positions [T], new positions [n_head_kv * T]
+        std::vector<int64_t> rows;      // a step's new tokens' pool rows [n_layer, n_head_kv * T]
+        at::Tensor device, device_rows; // the two above on the store's device
+    };
+    // The gathered layout (positions_tensor() and friends), valid until the rows change.
+    struct Layout {
+        bool valid = false;
+        int64_t R = 0;
+        at::Tensor rows;                // int64 [n_layer * n_head_kv, R]: pool rows, padding -> row 0
+        at::Tensor positions;           // gathered on first use after the last attend()
     };
     Head& head_at(int64_t layer, int64_t head) { return heads_[layer * n_head_kv_ + head]; }
     const Head& head_at(int64_t layer, int64_t head) const { return heads_[layer * n_head_kv_ + head]; }
@@ -108,14 +130,17 @@ private:
     }
     // Moves the tokens of h's trailing pages into its holes and frees those pages.
     void compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>& to);
-    void sort_mass(int64_t layer);
     int32_t take_page();
     void reserve_pages(int64_t n_free_needed);
     void resize_pool(int64_t n_pages);
-    at::Tensor slot_rows(int64_t layer) const; // int64 [n_head_kv * S], padding -> row 0
-    at::Tensor append(int64_t layer, int64_t n_tokens); // -> int64 pool rows [n_head_kv * T]
+    void begin_step(int64_t n_tokens);   // every layer's rows for the new tokens, one upload
+    void build_tables(int64_t n_tokens);
+    const Layout& layout();
+    at::Tensor rows(int64_t layer);      // layout rows of one layer, or all (-1), flattened
+    at::Tensor gather(const at::Tensor& pool, int64_t layer);
     at::Tensor attend_kernel(int64_t layer, const at::Tensor& q, int64_t mass_queries);
     at::Tensor attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries);
+    void rows_changed() { tables_.valid = layout_.valid = false; }
 
     int64_t n_head_, n_head_kv_, head_dim_, sliding_window_, page_size_;
     c10::Device device_;
@@ -128,10 +153,12 @@ private:
     std::vector<int32_t> free_pages_;
     int64_t n_pages_ = 0;               // pool capacity in pages (page 0 included)
     at::Tensor k_pool_, v_pool_;        // [n_pages * page_size, head_dim]
-    at::Tensor pos_pool_;               // int32 [n_pages * page_size], on the device
+    at::Tensor pos_pool_;               // int32 [n_pages * page_size], on the device; page 0 is -1
     at::Tensor state_pool_;             // float32 [n_pages * page_size, n_state]
-    std::vector<at::Tensor> mass_;      // per layer
-    std::vector<int64_t> pending_holes_, pending_from_, pending_to_; // pool rows (keep with defer)
+    at::Tensor mass_rows_;              // float32 [n_layer, n_head, max_rows]: the last step's mass per row
+    Tables tables_;
+    Layout layout_;
+    std::vector<int64_t> pending_holes_, pending_from_, pending_to_; // pool rows (evict with defer)
 };
 
 } // namespace kvscope

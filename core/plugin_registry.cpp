@@ -34,7 +34,7 @@ void check_descriptor(const kvs_plugin* d, const std::string& where) {
         fail("built for plugin ABI " + std::to_string(d->abi_version) + ", this kvscope speaks ABI " +
              std::to_string(KVS_ABI_VERSION) + ": rebuild the plugin against this SDK");
     const uint32_t host_sizes[4] = KVS_STRUCT_SIZES;
-    const char* struct_names[4] = {"kvs_method", "kvs_layer_view", "kvs_budget_view", "kvs_instance_info"};
+    const char* struct_names[4] = {"kvs_method", "kvs_step_view", "kvs_budget_view", "kvs_instance_info"};
     for (int i = 0; i < 4; ++i)
         if (d->sizes[i] != host_sizes[i])
             fail(std::string("sizeof(") + struct_names[i] + ") is " + std::to_string(d->sizes[i]) +

@@ -2,12 +2,14 @@
 
 #include "core/error.h"
 #include "core/kv_store.h"
+#include "core/upload.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace kvscope {
@@ -84,13 +86,12 @@ struct Policy::Instance {
     }
 };
 
-// The tensors behind one layer's view; they must outlive the hook calls.
-struct LayerData {
+// The tensors behind a step's view; they must outlive the hook calls.
+struct StepData {
     at::Tensor positions, mass, keys, values, future, state;
-    std::vector<int64_t> n_slots, budget;
-    kvs_layer_view view{};
-    bool over = false;  // some head holds more than its budget: the method acts here
-    at::Tensor scores;  // what score() returned, on the device, then on the host
+    std::vector<int64_t> n_slots, budget; // [n_layer * n_head_kv]
+    kvs_step_view view{};
+    at::Tensor scores;                    // what score() returned, on the device, then on the host
 };
 
 Policy::Policy(const std::vector<ResolvedMethod>& methods, Budget budget, uint64_t seed) : budget_(budget), seed_(seed) {
@@ -151,31 +152,19 @@ void Policy::configure(KvStore& store) const {
 
 namespace {
 
-// The shared selector: the first `sinks` and last `recent` slots, then the best of the
-// rest by score (ties to the newer slot). Returns increasing slot indices.
-std::vector<int64_t> select_top(const float* score, int64_t n, int64_t budget, int64_t sinks, int64_t recent) {
-    std::vector<int64_t> kept;
-    if (n <= budget) {
-        kept.resize(size_t(n));
-        std::iota(kept.begin(), kept.end(), 0);
-        return kept;
-    }
-    const int64_t s = std::min(sinks, budget), r = std::min(recent, budget - s);
-    std::vector<int64_t> rest(size_t(n - s - r));
-    std::iota(rest.begin(), rest.end(), s);
-    const int64_t take = budget - s - r;
-    auto better = [&](int64_t a, int64_t b) { return score[a] > score[b] || (score[a] == score[b] && a > b); };
-    std::nth_element(rest.begin(), rest.begin() + take, rest.end(), better);
-    for (int64_t i = 0; i < s; ++i) kept.push_back(i);
-    kept.insert(kept.end(), rest.begin(), rest.begin() + take);
-    for (int64_t i = n - r; i < n; ++i) kept.push_back(i);
-    std::sort(kept.begin(), kept.end());
-    return kept;
+// Orders a slot for eviction: by score, lowest first, ties to the older token (so the
+// kept set is the top of the score, ties to the newer token). The float's bits, mapped
+// to an integer that grows with the float, times 2^31, plus the position: distinct for
+// distinct slots, so the selection does not depend on how top-k breaks ties.
+at::Tensor eviction_key(const at::Tensor& scores, const at::Tensor& positions) {
+    at::Tensor bits = scores.contiguous().view(at::kInt).to(at::kLong);
+    at::Tensor ordered = at::where(bits.ge(0), bits + (int64_t(1) << 31), -bits - 1);
+    return ordered.mul_(int64_t(1) << 31).add_(positions.to(at::kLong));
 }
 
 } // namespace
 
-void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const std::vector<at::Tensor>* future,
+void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const at::Tensor* future,
                         std::vector<Decision>* decisions) {
     if (!scorer_) return;
     const kvs_method& sm = *scorer_->ref.method;
@@ -185,193 +174,235 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const st
     auto start = Clock::now();
 
     const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv();
-    const int64_t budget = budget_.tokens(store.n_past());
-    std::vector<int64_t> layer_budget(size_t(n_layer), budget);
-    if (acts && layer_allocator_) {
-        kvs_budget_view bv{sizeof(kvs_budget_view), int32_t(n_layer), int32_t(n_kv), n_prompt, store.n_past(), budget,
-                           scorer_->info.recent + int64_t(std::floor(scorer_->info.recent_fraction * double(budget)))};
-        const kvs_method& am = *layer_allocator_->ref.method;
-        layer_allocator_->call("layer_budgets", -1, hook_limit_, [&](char* err, size_t n) {
-            return am.layer_budgets(layer_allocator_->self, &bv, layer_budget.data(), err, n);
-        });
-        int64_t sum = 0;
-        for (int64_t l = 0; l < n_layer; ++l) {
-            if (layer_budget[l] < 0) layer_allocator_->fault("layer_budgets", l, "gave a negative budget");
-            sum += layer_budget[l];
-        }
-        if (sum > n_layer * budget)
-            layer_allocator_->fault("layer_budgets", -1, "gave " + std::to_string(sum) + " slots in all, over the total budget of " +
-                                                             std::to_string(n_layer * budget));
-    }
-
-    // Every layer's views and scores first, then one copy of all scores to the host (a GPU
-    // waits once per step, not once per layer), then the decisions.
-    const uint32_t needs = scorer_->info.needs | (head_allocator_ ? head_allocator_->info.needs : 0);
-    std::vector<LayerData> layers(static_cast<size_t>(n_layer));
-    for (int64_t l = 0; l < n_layer; ++l) {
-        LayerData& d = layers[l];
-        d.positions = store.positions_tensor(l);
-        const int64_t S = d.positions.size(1);
+    const std::vector<int64_t> layer_budget = layer_budgets(store, n_prompt, acts);
+    StepData d;
+    bool over = false; // some head holds more than its budget: the method acts
+    for (int64_t l = 0; l < n_layer; ++l)
         for (int64_t g = 0; g < n_kv; ++g) {
             d.n_slots.push_back(store.n_slots(l, g));
             d.budget.push_back(layer_budget[l]);
-            d.over |= acts && d.n_slots[g] > layer_budget[l];
+            over |= acts && d.n_slots.back() > layer_budget[l];
         }
-        if (store.mass_window() != 0) d.mass = store.mass(l);
-        if (needs & KVS_NEEDS_KEYS) d.keys = store.keys(l);
-        if (needs & KVS_NEEDS_VALUES) d.values = store.values(l);
-        if (needs & KVS_NEEDS_FUTURE) {
-            if (!future) scorer_->fault("score", l, "needs the reference run's future attention, which this run lacks");
-            const int64_t group = store.n_head() / n_kv;
-            at::Tensor idx = d.positions.to(at::kLong).clamp_min(0).repeat_interleave(group, 0);
-            at::Tensor valid = d.positions.ge(0).repeat_interleave(group, 0);
-            const at::Tensor& f = (*future)[l];
-            d.future = f.gather(1, idx.clamp_max(f.size(1) - 1)).mul(valid.to(at::kFloat));
-        }
-        if (store.state_channels() > 0) d.state = store.state(l);
-        kvs_layer_view& v = d.view;
-        v.struct_size = sizeof(kvs_layer_view);
-        v.layer = int32_t(l);
-        v.n_layer = int32_t(n_layer);
-        v.n_head = int32_t(store.n_head());
-        v.n_head_kv = int32_t(n_kv);
-        v.head_dim = int32_t(store.head_dim());
-        v.n_prompt = n_prompt;
-        v.n_past = store.n_past();
-        v.step = step;
-        v.n_max = S;
-        v.n_slots = d.n_slots.data();
-        v.budget = d.budget.data();
-        v.seed = mix(seed_ ^ mix(uint64_t(l) << 32 ^ uint64_t(step)));
-        v.positions = dl(d.positions);
-        v.mass = dl(d.mass);
-        v.keys = dl(d.keys);
-        v.values = dl(d.values);
-        v.future_mass = dl(d.future);
-        v.state = dl(d.state);
+    if (!over && !sm.observe) return;
 
-        if (sm.observe) {
-            scorer_->call("observe", l, hook_limit_,
-                          [&](char* err, size_t n) { return sm.observe(scorer_->self, &v, err, n); });
-            if (d.state.defined()) store.write_state(l, d.state);
-        }
-        if (d.over && sm.score) {
-            d.scores = at::empty({n_kv, S}, at::TensorOptions().dtype(at::kFloat).device(store.device()));
+    // One view of every layer: the hooks run once per step, not once per layer.
+    const uint32_t needs = scorer_->info.needs | (head_allocator_ ? head_allocator_->info.needs : 0);
+    d.positions = store.positions_tensor();
+    const int64_t R = d.positions.size(2);
+    if (store.mass_window() != 0) d.mass = store.mass();
+    if (needs & KVS_NEEDS_KEYS) d.keys = store.keys();
+    if (needs & KVS_NEEDS_VALUES) d.values = store.values();
+    if (needs & KVS_NEEDS_FUTURE) {
+        if (!future) scorer_->fault("score", -1, "needs the reference run's future attention, which this run lacks");
+        const int64_t group = store.n_head() / n_kv;
+        at::Tensor idx = d.positions.to(at::kLong).clamp(0, future->size(2) - 1).repeat_interleave(group, 1);
+        d.future = future->gather(2, idx).mul(d.positions.ge(0).repeat_interleave(group, 1));
+    }
+    if (store.state_channels() > 0) d.state = store.state();
+    kvs_step_view& v = d.view;
+    v.struct_size = sizeof(kvs_step_view);
+    v.n_layer = int32_t(n_layer);
+    v.n_head = int32_t(store.n_head());
+    v.n_head_kv = int32_t(n_kv);
+    v.head_dim = int32_t(store.head_dim());
+    v.n_prompt = n_prompt;
+    v.n_past = store.n_past();
+    v.step = step;
+    v.n_max = R;
+    v.n_slots = d.n_slots.data();
+    v.budget = d.budget.data();
+    v.seed = mix(seed_ ^ mix(uint64_t(step)));
+    v.positions = dl(d.positions);
+    v.mass = dl(d.mass);
+    v.keys = dl(d.keys);
+    v.values = dl(d.values);
+    v.future_mass = dl(d.future);
+    v.state = dl(d.state);
+
+    if (sm.observe) {
+        scorer_->call("observe", -1, hook_limit_, [&](char* err, size_t n) { return sm.observe(scorer_->self, &v, err, n); });
+        if (d.state.defined()) store.write_state(d.state);
+    }
+    if (over) {
+        std::vector<std::vector<int64_t>> evicted;
+        if (sm.score) {
+            d.scores = at::empty({n_layer, n_kv, R}, at::TensorOptions().dtype(at::kFloat).device(store.device()));
             DLTensor out = dl(d.scores);
-            scorer_->call("score", l, hook_limit_, [&](char* err, size_t n) { return sm.score(scorer_->self, &v, &out, err, n); });
+            scorer_->call("score", -1, hook_limit_, [&](char* err, size_t n) { return sm.score(scorer_->self, &v, &out, err, n); });
+            evicted = lowest_scores(store, d);
+        } else {
+            evicted = selected(store, d);
         }
+        evict(store, evicted, decisions);
     }
-    if (store.device().is_cuda()) {
-        std::vector<at::Tensor> device_scores;
-        for (LayerData& d : layers)
-            if (d.scores.defined()) device_scores.push_back(d.scores.flatten());
-        if (!device_scores.empty()) {
-            at::Tensor host = at::cat(device_scores).to(at::kCPU);
-            int64_t offset = 0;
-            for (LayerData& d : layers)
-                if (d.scores.defined()) {
-                    d.scores = host.narrow(0, offset, d.scores.numel()).view(d.scores.sizes());
-                    offset += d.scores.numel();
-                }
-        }
-    }
-    for (int64_t l = 0; l < n_layer; ++l)
-        if (layers[l].over) act_on_layer(store, l, layers[l], layer_budget[l], decisions);
-    store.apply_pending();
     if (acts && store.reserved_bytes() > 2 * store.bytes() + 4 * store.page_bytes()) store.shrink_to_fit();
     seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-void Policy::act_on_layer(KvStore& store, int64_t l, const LayerData& d, int64_t layer_budget,
-                          std::vector<Decision>* decisions) {
-    const int64_t n_kv = store.n_head_kv(), S = d.view.n_max;
-    const kvs_method& sm = *scorer_->ref.method;
-    std::vector<int64_t> head_budget(d.budget);
-    // (sinks, recent) protected in head g: what the scorer asks for, within the budget.
-    auto protection = [&](int64_t g) {
-        const int64_t b = std::min(head_budget[g], d.n_slots[g]);
-        const int64_t sinks = std::min(scorer_->info.sinks, b);
-        const int64_t recent = scorer_->info.recent + int64_t(std::floor(scorer_->info.recent_fraction * double(head_budget[g])));
-        return std::pair<int64_t, int64_t>{sinks, std::min(recent, b - sinks)};
-    };
-    std::vector<std::vector<int64_t>> kept(static_cast<size_t>(n_kv));
+std::vector<int64_t> Policy::layer_budgets(const KvStore& store, int64_t n_prompt, bool acts) const {
+    const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv();
+    const int64_t budget = budget_.tokens(store.n_past());
+    std::vector<int64_t> out(size_t(n_layer), budget);
+    if (!acts || !layer_allocator_) return out;
+    kvs_budget_view bv{sizeof(kvs_budget_view), int32_t(n_layer), int32_t(n_kv), n_prompt, store.n_past(), budget,
+                       scorer_->info.recent + int64_t(std::floor(scorer_->info.recent_fraction * double(budget)))};
+    const kvs_method& am = *layer_allocator_->ref.method;
+    layer_allocator_->call("layer_budgets", -1, hook_limit_, [&](char* err, size_t n) {
+        return am.layer_budgets(layer_allocator_->self, &bv, out.data(), err, n);
+    });
+    int64_t sum = 0;
+    for (int64_t l = 0; l < n_layer; ++l) {
+        if (out[l] < 0) layer_allocator_->fault("layer_budgets", l, "gave a negative budget");
+        sum += out[l];
+    }
+    if (sum > n_layer * budget)
+        layer_allocator_->fault("layer_budgets", -1, "gave " + std::to_string(sum) + " slots in all, over the total budget of " +
+                                                         std::to_string(n_layer * budget));
+    return out;
+}
 
-    if (sm.score) {
-        at::Tensor scores = d.scores.contiguous(); // on the host by now
-        const float* sc = scores.data_ptr<float>();
-        for (int64_t g = 0; g < n_kv; ++g)
-            for (int64_t s = 0; s < d.n_slots[g]; ++s)
-                if (std::isnan(sc[g * S + s])) scorer_->fault("score", l, "returned NaN for head " + std::to_string(g) + " slot " + std::to_string(s));
-        if (head_allocator_) {
-            at::Tensor marked = scores.clone();
-            for (int64_t g = 0; g < n_kv; ++g) {
-                auto [sinks, recent] = protection(g);
-                const int64_t n = d.n_slots[g];
-                marked[g].narrow(0, 0, sinks).fill_(INFINITY);
-                marked[g].narrow(0, n - recent, recent).fill_(INFINITY);
-            }
-            at::Tensor marked_dev = marked.to(store.device());
-            DLTensor marked_dl = dl(marked_dev);
-            const kvs_method& hm = *head_allocator_->ref.method;
-            head_allocator_->call("head_budgets", l, hook_limit_, [&](char* err, size_t n) {
-                return hm.head_budgets(head_allocator_->self, &d.view, layer_budget, &marked_dl, head_budget.data(), err, n);
-            });
-            int64_t sum = 0;
-            for (int64_t g = 0; g < n_kv; ++g) {
-                if (head_budget[g] < 0) head_allocator_->fault("head_budgets", l, "gave head " + std::to_string(g) + " a negative budget");
-                sum += head_budget[g];
-            }
-            if (sum > n_kv * layer_budget)
-                head_allocator_->fault("head_budgets", l, "gave " + std::to_string(sum) + " slots, over the layer's " +
-                                                              std::to_string(n_kv * layer_budget));
+// (sinks, recent) a head with this budget protects: what the scorer asks for, within it.
+std::pair<int64_t, int64_t> Policy::protected_slots(int64_t budget, int64_t n_slots) const {
+    const int64_t b = std::min(budget, n_slots);
+    const int64_t sinks = std::min(scorer_->info.sinks, b);
+    const int64_t recent = scorer_->info.recent + int64_t(std::floor(scorer_->info.recent_fraction * double(budget)));
+    return {sinks, std::min(recent, b - sinks)};
+}
+
+// Per (layer, KV head), the positions it protects with these budgets: below first[i] (the
+// sinks) and from last[i] on (the recent window). Layer-major, [2 * n_layer * n_kv].
+std::vector<int64_t> Policy::protected_positions(const KvStore& store, const std::vector<int64_t>& budget) const {
+    const int64_t heads = store.n_layer() * store.n_head_kv();
+    std::vector<int64_t> bounds(size_t(2 * heads));
+    for (int64_t i = 0; i < heads; ++i) {
+        const std::vector<int32_t>& pos = store.positions(i / store.n_head_kv(), i % store.n_head_kv());
+        const int64_t n = int64_t(pos.size());
+        auto [sinks, recent] = protected_slots(budget[i], n);
+        bounds[i] = sinks > 0 ? pos[sinks - 1] + 1 : 0;
+        bounds[heads + i] = recent > 0 ? pos[n - recent] : std::numeric_limits<int32_t>::max();
+    }
+    return bounds;
+}
+
+// bool [n_layer, n_kv, R]: rows whose token the budgets protect.
+at::Tensor Policy::protected_rows(const KvStore& store, const StepData& d, const std::vector<int64_t>& budget) const {
+    const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv();
+    at::Tensor bounds = upload(protected_positions(store, budget), {2, n_layer, n_kv, 1}, store.device());
+    return d.positions.lt(bounds[0]).logical_and(d.positions.ge(0)).logical_or(d.positions.ge(bounds[1]));
+}
+
+// The shared selector, on the scores' device: each (layer, KV head) evicts its n - B lowest
+// unprotected slots (eviction_key's order), found by one top-k over all heads; only their
+// indices come back to the host.
+std::vector<std::vector<int64_t>> Policy::lowest_scores(const KvStore& store, const StepData& d) {
+    const int64_t heads = store.n_layer() * store.n_head_kv(), R = d.view.n_max;
+    std::vector<int64_t> budget(d.budget);
+    if (head_allocator_) split_head_budgets(store, d, budget);
+    std::vector<int64_t> n_evict(static_cast<size_t>(heads));
+    int64_t k = 0;
+    for (int64_t i = 0; i < heads; ++i) k = std::max(k, n_evict[i] = std::max<int64_t>(0, d.n_slots[i] - budget[i]));
+    at::Tensor key = eviction_key(d.scores, d.positions)
+                         .masked_fill_(d.positions.lt(0).logical_or(protected_rows(store, d, budget)),
+                                       std::numeric_limits<int64_t>::max());
+    at::Tensor nan = d.scores.isnan().logical_and(d.positions.ge(0)).any().to(at::kLong).view(1);
+    at::Tensor lowest = std::get<1>(key.view({heads, R}).topk(k, -1, /*largest=*/false, /*sorted=*/true));
+    at::Tensor host = at::cat({nan, lowest.flatten()}).to(at::kCPU); // on a GPU, the step's one wait
+    const int64_t* h = host.data_ptr<int64_t>();
+    if (h[0]) report_nan(store, d);
+    std::vector<std::vector<int64_t>> evicted(static_cast<size_t>(heads));
+    for (int64_t i = 0; i < heads; ++i) evicted[i].assign(h + 1 + i * k, h + 1 + i * k + n_evict[i]);
+    return evicted;
+}
+
+void Policy::report_nan(const KvStore& store, const StepData& d) const {
+    const int64_t n_kv = store.n_head_kv(), R = d.view.n_max;
+    at::Tensor scores = d.scores.to(at::kCPU), positions = d.positions.to(at::kCPU);
+    for (int64_t i = 0; i < scores.numel(); ++i)
+        if (positions.data_ptr<int32_t>()[i] >= 0 && std::isnan(scores.data_ptr<float>()[i]))
+            scorer_->fault("score", i / R / n_kv, "returned NaN for head " + std::to_string(i / R % n_kv) + " slot " +
+                                                      std::to_string(i % R));
+}
+
+// The plugin's own selection, checked: distinct slots holding tokens, within the budget,
+// every protected one kept. Returns the complement.
+std::vector<std::vector<int64_t>> Policy::selected(const KvStore& store, const StepData& d) {
+    const kvs_method& sm = *scorer_->ref.method;
+    const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv(), R = d.view.n_max, heads = n_layer * n_kv;
+    std::vector<int64_t> slots(size_t(heads * R)), counts(size_t(heads), 0);
+    scorer_->call("select", -1, hook_limit_, [&](char* err, size_t n) {
+        return sm.select(scorer_->self, &d.view, slots.data(), counts.data(), err, n);
+    });
+    const std::vector<int64_t> bounds = protected_positions(store, d.budget);
+    std::vector<std::vector<int64_t>> evicted(static_cast<size_t>(heads));
+    for (int64_t i = 0; i < heads; ++i) {
+        const int64_t l = i / n_kv, n = d.n_slots[i], count = counts[i], budget = std::min(n, d.budget[i]);
+        const std::vector<int32_t>& row_pos = store.row_positions(l, i % n_kv);
+        const std::string head = "head " + std::to_string(i % n_kv);
+        if (count < 0 || count > budget)
+            scorer_->fault("select", l, head + " keeps " + std::to_string(count) + " slots, over its budget of " + std::to_string(budget));
+        std::vector<bool> kept(row_pos.size(), false);
+        for (int64_t j = 0; j < count; ++j) {
+            const int64_t s = slots[i * R + j];
+            if (s < 0 || s >= int64_t(row_pos.size()) || row_pos[s] < 0)
+                scorer_->fault("select", l, head + ": slot " + std::to_string(s) + " holds no token");
+            if (kept[s]) scorer_->fault("select", l, head + ": slot " + std::to_string(s) + " returned twice");
+            kept[s] = true;
         }
-        for (int64_t g = 0; g < n_kv; ++g) {
-            auto [sinks, recent] = protection(g);
-            kept[g] = select_top(sc + g * S, d.n_slots[g], head_budget[g], sinks, recent);
-        }
-    } else {
-        std::vector<int64_t> slots(size_t(n_kv * S)), counts(size_t(n_kv), 0);
-        scorer_->call("select", l, hook_limit_, [&](char* err, size_t n) {
-            return sm.select(scorer_->self, &d.view, slots.data(), counts.data(), err, n);
-        });
-        for (int64_t g = 0; g < n_kv; ++g) {
-            const int64_t n = d.n_slots[g], count = counts[g];
-            const std::string head = "head " + std::to_string(g);
-            if (count < 0 || count > std::min(n, head_budget[g]))
-                scorer_->fault("select", l, head + " keeps " + std::to_string(count) + " slots, over its budget of " +
-                                                std::to_string(std::min(n, head_budget[g])));
-            std::vector<int64_t> k(slots.begin() + g * S, slots.begin() + g * S + count);
-            std::sort(k.begin(), k.end());
-            for (size_t i = 0; i < k.size(); ++i) {
-                if (k[i] < 0 || k[i] >= n)
-                    scorer_->fault("select", l, head + ": slot " + std::to_string(k[i]) + " is outside [0, " + std::to_string(n) + ")");
-                if (i > 0 && k[i] == k[i - 1]) scorer_->fault("select", l, head + ": slot " + std::to_string(k[i]) + " returned twice");
-            }
-            auto [sinks, recent] = protection(g);
-            for (int64_t s = 0; s < n; ++s)
-                if ((s < sinks || s >= n - recent) && !std::binary_search(k.begin(), k.end(), s))
-                    scorer_->fault("select", l, head + ": evicted protected slot " + std::to_string(s));
-            kept[g] = std::move(k);
+        for (int64_t s = 0; s < int64_t(row_pos.size()); ++s) {
+            if (row_pos[s] < 0 || kept[s]) continue;
+            if (row_pos[s] < bounds[i] || row_pos[s] >= bounds[heads + i])
+                scorer_->fault("select", l, head + ": evicted protected slot " + std::to_string(s));
+            evicted[i].push_back(s);
         }
     }
+    return evicted;
+}
 
-    if (decisions)
+// Applies the evictions, layer by layer with the row moves batched, and records them.
+void Policy::evict(KvStore& store, const std::vector<std::vector<int64_t>>& evicted, std::vector<Decision>* decisions) {
+    const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv();
+    for (int64_t l = 0; l < n_layer; ++l) {
+        auto first = evicted.begin() + l * n_kv;
+        if (std::all_of(first, first + n_kv, [](const auto& e) { return e.empty(); })) continue;
+        if (decisions)
+            for (int64_t g = 0; g < n_kv; ++g)
+                if (!first[g].empty()) decisions->push_back(decision(store, l, g, first[g]));
+        store.evict(l, std::vector<std::vector<int64_t>>(first, first + n_kv), /*defer=*/true);
+    }
+    store.apply_pending();
+}
+
+Decision Policy::decision(const KvStore& store, int64_t layer, int64_t head, const std::vector<int64_t>& rows) {
+    Decision dec{layer, head, {}, {}};
+    const std::vector<int32_t>& row_pos = store.row_positions(layer, head);
+    for (int64_t r : rows) dec.evicted.push_back(row_pos[r]);
+    std::sort(dec.evicted.begin(), dec.evicted.end());
+    for (int32_t p : store.positions(layer, head))
+        if (!std::binary_search(dec.evicted.begin(), dec.evicted.end(), p)) dec.kept.push_back(p);
+    return dec;
+}
+
+// The head allocator splits each layer's budget over its KV heads, seeing the scores with
+// every protected slot at +inf.
+void Policy::split_head_budgets(const KvStore& store, const StepData& d, std::vector<int64_t>& head_budget) const {
+    const int64_t n_layer = store.n_layer(), n_kv = store.n_head_kv();
+    at::Tensor marked = d.scores.masked_fill(protected_rows(store, d, head_budget), INFINITY);
+    DLTensor marked_dl = dl(marked);
+    const kvs_method& hm = *head_allocator_->ref.method;
+    head_allocator_->call("head_budgets", -1, hook_limit_, [&](char* err, size_t n) {
+        return hm.head_budgets(head_allocator_->self, &d.view, &marked_dl, head_budget.data(), err, n);
+    });
+    for (int64_t l = 0; l < n_layer; ++l) {
+        int64_t sum = 0;
         for (int64_t g = 0; g < n_kv; ++g) {
-            const std::vector<int32_t>& pos = store.positions(l, g);
-            if (int64_t(kept[g].size()) == int64_t(pos.size())) continue;
-            Decision dec{l, g, {}, {}};
-            size_t i = 0;
-            for (int64_t s = 0; s < int64_t(pos.size()); ++s) {
-                if (i < kept[g].size() && kept[g][i] == s) {
-                    dec.kept.push_back(pos[s]);
-                    ++i;
-                } else {
-                    dec.evicted.push_back(pos[s]);
-                }
-            }
-            decisions->push_back(std::move(dec));
+            if (head_budget[l * n_kv + g] < 0)
+                head_allocator_->fault("head_budgets", l, "gave head " + std::to_string(g) + " a negative budget");
+            sum += head_budget[l * n_kv + g];
         }
-    store.keep(l, kept, /*defer=*/true);
+        if (sum > n_kv * d.budget[l * n_kv])
+            head_allocator_->fault("head_budgets", l, "gave " + std::to_string(sum) + " slots, over the layer's " +
+                                                          std::to_string(n_kv * d.budget[l * n_kv]));
+    }
 }
 
 } // namespace kvscope

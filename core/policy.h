@@ -1,6 +1,7 @@
 // The policy host: a run's methods instantiated from a spec, driven after every step.
 //
-// It builds each layer's view for the methods, calls their hooks, applies the shared
+// After a step it builds one view of every layer for the methods, calls their hooks once
+// (not once per layer: on a GPU each of a hook's tensor operations is a launch), applies the shared
 // selector (sinks and a recent window protected, then the top of the score), checks
 // every answer a plugin gives before the store acts on it, and applies the decisions.
 // A plugin that throws, returns NaN, a slot outside the head, a slot twice, more slots
@@ -15,11 +16,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvscope {
 
 class KvStore;
+struct StepData;
 
 // Which slots one KV head of one layer kept and lost when a method acted.
 struct Decision {
@@ -47,10 +50,10 @@ public:
     const Budget& budget() const { return budget_; }
     bool compresses() const;                          // false for the full cache
 
-    // After step `step` of a lane (0 = the prefill). `future` (per layer, float [n_head,
+    // After step `step` of a lane (0 = the prefill). `future` (float [n_layer, n_head,
     // n_positions]) is the reference run's later attention for methods that need it.
     // Appends one Decision per (layer, KV head) that lost slots.
-    void after_step(KvStore& store, int64_t step, int64_t n_prompt, const std::vector<at::Tensor>* future,
+    void after_step(KvStore& store, int64_t step, int64_t n_prompt, const at::Tensor* future,
                     std::vector<Decision>* decisions);
 
     double seconds() const { return seconds_; }       // hooks + selection so far
@@ -59,8 +62,16 @@ public:
 
 private:
     struct Instance;
-    void act_on_layer(KvStore& store, int64_t layer, const struct LayerData& data, int64_t layer_budget,
-                      std::vector<Decision>* decisions);
+    std::vector<int64_t> layer_budgets(const KvStore& store, int64_t n_prompt, bool acts) const;
+    std::pair<int64_t, int64_t> protected_slots(int64_t budget, int64_t n_slots) const;
+    std::vector<int64_t> protected_positions(const KvStore& store, const std::vector<int64_t>& budget) const;
+    at::Tensor protected_rows(const KvStore& store, const StepData& data, const std::vector<int64_t>& budget) const;
+    void split_head_budgets(const KvStore& store, const StepData& data, std::vector<int64_t>& head_budget) const;
+    std::vector<std::vector<int64_t>> lowest_scores(const KvStore& store, const StepData& data);
+    std::vector<std::vector<int64_t>> selected(const KvStore& store, const StepData& data);
+    void report_nan(const KvStore& store, const StepData& data) const;
+    static void evict(KvStore& store, const std::vector<std::vector<int64_t>>& evicted, std::vector<Decision>* decisions);
+    static Decision decision(const KvStore& store, int64_t layer, int64_t head, const std::vector<int64_t>& rows);
 
     std::vector<std::unique_ptr<Instance>> instances_;
     Instance* scorer_ = nullptr;

@@ -9,7 +9,7 @@
 // [b] attention mass: rows sum to the mass queries, equal the reference's column sums
 // [c] bytes: pages x page_bytes, page counts, falling on eviction, free pages reused,
 //     shrink_to_fit keeps contents and lowers reserved_bytes
-// [d] keep() refuses bad slot lists with kvscope::Error and leaves the store as it was
+// [d] evict() refuses bad row lists with kvscope::Error and leaves the store as it was
 // [e] clone() is deep
 // [f] per-slot state moves with its slot
 #include "core/error.h"
@@ -50,6 +50,20 @@ ModelConfig tiny_config(int64_t sliding_window = 0) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The rows of layer l the store must evict so that head g keeps its slots kept[g] (indices
+// into its positions, which the tests think in).
+Kept evicted_rows(const KvStore& store, int64_t l, const Kept& kept) {
+    Kept rows(kept.size());
+    for (size_t g = 0; g < kept.size() && int64_t(g) < store.n_head_kv(); ++g) {
+        std::set<int32_t> keep;
+        for (int64_t s : kept[g]) keep.insert(store.positions(l, int64_t(g))[size_t(s)]);
+        const std::vector<int32_t>& row_pos = store.row_positions(l, int64_t(g));
+        for (size_t r = 0; r < row_pos.size(); ++r)
+            if (row_pos[r] >= 0 && !keep.count(row_pos[r])) rows[g].push_back(int64_t(r));
+    }
+    return rows;
+}
 
 // What the store should hold: per (layer, KV head) positions, keys, values (double) and state.
 struct Shadow {
@@ -158,15 +172,15 @@ struct Harness {
     // One step of T tokens; checks the output (and the mass, when the store records it)
     // of every layer against the naive reference.
     void step(int64_t T) {
+        const int64_t w = store.mass_window();
+        const int64_t mq = w < 0 ? T : std::min(w, T);
+        std::vector<std::vector<std::vector<double>>> ref_mass(kLayers); // [layer][head][slot]
         for (int64_t l = 0; l < kLayers; ++l) {
             at::Tensor q = randn({kHeads, T, kDim}).mul_(1.5), k = randn({kKvHeads, T, kDim}), v = randn({kKvHeads, T, kDim});
             at::Tensor out = store.attend(l, q, k, v);
             shadow.append(l, k, v);
-            const int64_t w = store.mass_window();
-            const int64_t mq = w < 0 ? T : std::min(w, T);
             std::vector<std::vector<std::vector<double>>> ref;
-            std::vector<std::vector<double>> ref_mass;
-            naive_attention(shadow, l, q, shadow.n_past, window, mq, ref, ref_mass);
+            naive_attention(shadow, l, q, shadow.n_past, window, mq, ref, ref_mass[size_t(l)]);
 
             ASSERT_EQ(out.sizes(), q.sizes());
             auto oa = out.accessor<float, 3>();
@@ -178,52 +192,64 @@ struct Harness {
                         ASSERT_LT(err, 1e-5) << "layer " << l << " head " << h << " query " << t << " dim " << i
                                              << " (n_past " << shadow.n_past << ", T " << T << ")";
                     }
-            if (mq == 0) {
-                EXPECT_FALSE(store.mass(l).defined());
-                continue;
-            }
-            const at::Tensor& m = store.mass(l);
-            ASSERT_TRUE(m.defined());
-            ASSERT_EQ(m.size(0), kHeads);
-            ASSERT_EQ(m.size(1), store.max_slots(l));
-            auto ma = m.accessor<float, 2>();
-            for (int64_t h = 0; h < kHeads; ++h) {
-                const int64_t n = store.n_slots(l, h / (kHeads / kKvHeads));
-                double row = 0;
-                for (int64_t s = 0; s < m.size(1); ++s) {
-                    row += ma[h][s];
-                    if (s >= n) {
-                        EXPECT_EQ(ma[h][s], 0.0f) << "padding slot " << s << " of head " << h << " got mass";
-                        continue;
-                    }
-                    const double err = std::abs(double(ma[h][s]) - ref_mass[size_t(h)][size_t(s)]);
-                    max_mass_err = std::max(max_mass_err, err);
-                    ASSERT_LT(err, 1e-5) << "mass, layer " << l << " head " << h << " slot " << s;
-                }
-                EXPECT_NEAR(row, double(mq), 1e-4) << "mass row of layer " << l << " head " << h;
-            }
         }
+        check_mass(mq, ref_mass);
         store.commit(T);
         shadow.n_past += T;
         check_contents();
     }
 
+    // Every layer's mass of the step, per slot in position order, against the naive one's.
+    void check_mass(int64_t mq, const std::vector<std::vector<std::vector<double>>>& ref_mass) {
+        const at::Tensor& m = store.mass();
+        if (mq == 0) {
+            EXPECT_FALSE(m.defined());
+            return;
+        }
+        ASSERT_TRUE(m.defined());
+        ASSERT_EQ(m.sizes(), (at::IntArrayRef{kLayers, kHeads, store.max_rows()}));
+        auto ma = m.accessor<float, 3>();
+        for (int64_t l = 0; l < kLayers; ++l)
+            for (int64_t h = 0; h < kHeads; ++h) {
+                const int64_t g = h / (kHeads / kKvHeads);
+                const std::vector<int32_t>& row_pos = store.row_positions(l, g);
+                double row = 0;
+                for (int64_t r = 0; r < m.size(2); ++r) {
+                    row += ma[l][h][r];
+                    if (r >= int64_t(row_pos.size()) || row_pos[size_t(r)] < 0) {
+                        EXPECT_EQ(ma[l][h][r], 0.0f) << "row " << r << " of layer " << l << " head " << h << " holds no token but got mass";
+                        continue;
+                    }
+                    const double err = std::abs(double(ma[l][h][r]) - ref_mass[size_t(l)][size_t(h)][size_t(slot_of(l, g, row_pos[size_t(r)]))]);
+                    max_mass_err = std::max(max_mass_err, err);
+                    ASSERT_LT(err, 1e-5) << "mass, layer " << l << " head " << h << " row " << r;
+                }
+                EXPECT_NEAR(row, double(mq), 1e-4) << "mass row of layer " << l << " head " << h;
+            }
+    }
+
     void keep(int64_t l, const Kept& kept) {
-        store.keep(l, kept);
+        store.evict(l, evicted_rows(store, l, kept));
         shadow.keep(l, kept);
         check_contents();
     }
 
-    // Positions, keys, values and state equal the shadow's, bit for bit.
-    void check_contents() const {
+    // Index of `position` among the shadow's slots of (l, g).
+    int64_t slot_of(int64_t l, int64_t g, int64_t position) const {
+        const std::vector<int64_t>& pos = shadow.at(l, g).pos;
+        return std::lower_bound(pos.begin(), pos.end(), position) - pos.begin();
+    }
+
+    // Positions, keys, values and state equal the shadow's, bit for bit, row by row.
+    void check_contents() {
         ASSERT_EQ(store.n_past(), shadow.n_past);
         for (int64_t l = 0; l < kLayers; ++l) {
             // (float32 values stored in another dtype come back exactly as float32)
-            at::Tensor K = store.keys(l).to(at::kFloat), V = store.values(l).to(at::kFloat), P = store.positions_tensor(l);
-            const int64_t S = store.max_slots(l);
-            ASSERT_EQ(K.sizes(), (at::IntArrayRef{kKvHeads, S, kDim}));
-            ASSERT_EQ(P.sizes(), (at::IntArrayRef{kKvHeads, S}));
-            at::Tensor St = store.state_channels() > 0 ? store.state(l) : at::zeros({kKvHeads, S, 0});
+            at::Tensor K = store.keys(l).to(at::kFloat), V = store.values(l).to(at::kFloat), P = store.positions_tensor()[l];
+            const int64_t R = store.max_rows();
+            ASSERT_EQ(K.sizes(), (at::IntArrayRef{kKvHeads, R, kDim}));
+            ASSERT_EQ(P.sizes(), (at::IntArrayRef{kKvHeads, R}));
+            at::Tensor St = store.state_channels() > 0 ? store.state(l) : at::zeros({kKvHeads, R, 0});
             auto ka = K.accessor<float, 3>();
             auto va = V.accessor<float, 3>();
             auto pa = P.accessor<int32_t, 2>();
@@ -234,17 +260,24 @@ struct Harness {
                 ASSERT_EQ(store.n_slots(l, g), n) << "layer " << l << " head " << g;
                 const std::vector<int32_t>& pos = store.positions(l, g);
                 ASSERT_EQ(std::vector<int64_t>(pos.begin(), pos.end()), h.pos) << "layer " << l << " head " << g;
-                for (int64_t s = 0; s < S; ++s) {
-                    ASSERT_EQ(pa[g][s], s < n ? int32_t(h.pos[size_t(s)]) : -1);
-                    if (s >= n) continue;
+                const std::vector<int32_t>& row_pos = store.row_positions(l, g);
+                int64_t held = 0;
+                for (int64_t r = 0; r < R; ++r) {
+                    ASSERT_EQ(pa[g][r], r < int64_t(row_pos.size()) ? row_pos[size_t(r)] : -1) << "layer " << l << " head " << g << " row " << r;
+                    if (pa[g][r] < 0) continue;
+                    ++held;
+                    const size_t s = size_t(slot_of(l, g, pa[g][r]));
+                    ASSERT_LT(s, h.pos.size());
+                    ASSERT_EQ(h.pos[s], pa[g][r]);
                     for (int64_t i = 0; i < kDim; ++i) {
-                        ASSERT_EQ(ka[g][s][i], float(h.k[size_t(s)][size_t(i)])) << "key, layer " << l << " head " << g << " slot " << s;
-                        ASSERT_EQ(va[g][s][i], float(h.v[size_t(s)][size_t(i)])) << "value, layer " << l << " head " << g << " slot " << s;
+                        ASSERT_EQ(ka[g][r][i], float(h.k[s][size_t(i)])) << "key, layer " << l << " head " << g << " row " << r;
+                        ASSERT_EQ(va[g][r][i], float(h.v[s][size_t(i)])) << "value, layer " << l << " head " << g << " row " << r;
                     }
                     for (int64_t c = 0; c < shadow.n_state; ++c)
-                        ASSERT_EQ(sa[g][s][c], float(h.state[size_t(s)][size_t(c)]))
-                            << "state, layer " << l << " head " << g << " slot " << s << " channel " << c;
+                        ASSERT_EQ(sa[g][r][c], float(h.state[s][size_t(c)]))
+                            << "state, layer " << l << " head " << g << " row " << r << " channel " << c;
                 }
+                ASSERT_EQ(held, n) << "layer " << l << " head " << g;
             }
         }
     }
@@ -287,7 +320,7 @@ TEST(KvStoreAttention, MatchesNaiveReferenceBeforeAndAfterPerHeadEvictions) {
     EXPECT_EQ(h.store.n_slots(0, 1), 7);
     EXPECT_EQ(h.store.n_slots(1, 0), 5);
     EXPECT_EQ(h.store.n_slots(1, 1), n);
-    EXPECT_EQ(h.store.max_slots(1), n);
+    EXPECT_EQ(h.store.max_rows(), n);
 
     for (int i = 0; i < 3; ++i) h.step(1);
     h.step(6); // a chunk after eviction: causal by original positions, gaps in the past
@@ -444,9 +477,9 @@ TEST(KvStoreBytes, ShrinkToFitKeepsContentsAndLowersReservedBytes) {
     std::mt19937 rng(5);
     // State values to follow through the shrink.
     for (int64_t l = 0; l < kLayers; ++l) {
-        at::Tensor st = h.randn({kKvHeads, h.store.max_slots(l), 2});
-        h.store.write_state(l, st);
-        for (int64_t g = 0; g < kKvHeads; ++g)
+        at::Tensor st = h.randn({kKvHeads, h.store.max_rows(), 2});
+        h.store.write_state(st, l);
+        for (int64_t g = 0; g < kKvHeads; ++g) // no evictions yet: row s holds slot s
             for (int64_t s = 0; s < h.store.n_slots(l, g); ++s)
                 for (int64_t c = 0; c < 2; ++c) h.shadow.at(l, g).state[size_t(s)][size_t(c)] = st[g][s][c].item<float>();
     }
@@ -458,7 +491,7 @@ TEST(KvStoreBytes, ShrinkToFitKeepsContentsAndLowersReservedBytes) {
     for (int64_t l = 0; l < kLayers; ++l) {
         keys.push_back(h.store.keys(l));
         values.push_back(h.store.values(l));
-        positions.push_back(h.store.positions_tensor(l));
+        positions.push_back(h.store.positions_tensor()[l]);
         state.push_back(h.store.state(l));
     }
     h.store.shrink_to_fit();
@@ -471,7 +504,7 @@ TEST(KvStoreBytes, ShrinkToFitKeepsContentsAndLowersReservedBytes) {
     for (int64_t l = 0; l < kLayers; ++l) {
         EXPECT_TRUE(h.store.keys(l).equal(keys[size_t(l)]));
         EXPECT_TRUE(h.store.values(l).equal(values[size_t(l)]));
-        EXPECT_TRUE(h.store.positions_tensor(l).equal(positions[size_t(l)]));
+        EXPECT_TRUE(h.store.positions_tensor()[l].equal(positions[size_t(l)]));
         EXPECT_TRUE(h.store.state(l).equal(state[size_t(l)]));
     }
     h.check_contents();
@@ -488,36 +521,34 @@ TEST(KvStoreBytes, ShrinkToFitKeepsContentsAndLowersReservedBytes) {
     h.step(2);
 }
 
-// ---- [d] bad keep() ---------------------------------------------------------------------
+// ---- [d] bad evict() --------------------------------------------------------------------
 
-TEST(KvStoreKeep, RefusesBadSlotListsAndLeavesTheStoreUsable) {
+TEST(KvStoreEvict, RefusesBadRowListsAndLeavesTheStoreUsable) {
     Harness h;
     h.step(10);
-    h.keep(1, {range(2, 10), range(0, 5)});
+    h.keep(1, {range(1, 10), range(0, 9)}); // layer 1: row 0 of head 0 and row 9 of head 1 are holes
     const int64_t bytes = h.store.bytes(), reserved = h.store.reserved_bytes();
-    const std::vector<Kept> bad = {
-        {range(0, 10)},                          // one list for two heads
-        {range(0, 10), range(0, 10), {}},        // three lists
-        {{0, 2, 1}, range(0, 10)},               // unsorted
-        {{0, 3, 3, 4}, range(0, 10)},            // duplicate
-        {range(0, 10), {1, 10}},                 // past the end
-        {{-1, 0}, range(0, 10)},                 // negative
-        {{0, 2, 4}, {1, 0}},                     // head 0 valid and evicting, head 1 unsorted
-        {{1, 2}, {3, 4, 20}},                    // head 0 valid and evicting, head 1 out of range
+    const std::vector<std::pair<int64_t, Kept>> bad = {
+        {0, {range(0, 10)}},                   // one list for two heads
+        {0, {{}, {}, {}}},                     // three lists
+        {0, {{3, 3}, {}}},                     // a row twice
+        {0, {{}, {1, 10}}},                    // past the end
+        {0, {{-1}, {}}},                       // negative
+        {1, {{0}, {}}},                        // a hole
+        {1, {{2, 4}, {9}}},                    // head 0 fine, head 1 a hole
     };
     for (size_t i = 0; i < bad.size(); ++i) {
-        EXPECT_THROW(h.store.keep(0, bad[i]), kvscope::Error) << "bad list " << i;
+        EXPECT_THROW(h.store.evict(bad[i].first, bad[i].second), kvscope::Error) << "bad list " << i;
         // Nothing changed: contents, bytes and attention.
         h.check_contents();
         EXPECT_EQ(h.store.bytes(), bytes) << "bad list " << i;
         EXPECT_EQ(h.store.reserved_bytes(), reserved) << "bad list " << i;
     }
-    EXPECT_THROW(h.store.keep(1, {range(0, 8), {0, 5}}), kvscope::Error); // head 1 of layer 1 holds 5
-    h.check_contents();
     try {
-        h.store.keep(0, {{0, 2, 1}, range(0, 10)});
+        h.store.evict(1, {{0}, {}});
     } catch (const kvscope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("increasing"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("layer 1 head 0: row 0 is not a distinct row holding a token"), std::string::npos)
+            << e.what();
     }
     h.step(1);
     h.step(4);
@@ -538,15 +569,12 @@ TEST(KvStoreClone, IsDeep) {
     Shadow copy_shadow = h.shadow;
     EXPECT_EQ(copy.bytes(), h.store.bytes());
     EXPECT_EQ(copy.n_past(), h.store.n_past());
-    for (int64_t l = 0; l < kLayers; ++l) {
-        EXPECT_TRUE(copy.keys(l).equal(h.store.keys(l)));
-        EXPECT_TRUE(copy.mass(l).equal(h.store.mass(l)));
-    }
-    std::vector<at::Tensor> mass;
-    for (int64_t l = 0; l < kLayers; ++l) mass.push_back(h.store.mass(l).clone());
+    EXPECT_TRUE(copy.keys().equal(h.store.keys()));
+    EXPECT_TRUE(copy.mass().equal(h.store.mass()));
+    const at::Tensor mass = h.store.mass().clone();
     const int64_t bytes = h.store.bytes(), reserved = h.store.reserved_bytes();
 
-    // Mutate the copy every way there is: attend (writes pools and mass), keep (moves rows
+    // Mutate the copy every way there is: attend (writes pools and mass), evict (moves rows
     // within pages the original also names), write_state, shrink_to_fit, commit.
     {
         Harness other; // for the random tensors
@@ -554,18 +582,17 @@ TEST(KvStoreClone, IsDeep) {
             copy.attend(l, other.randn({kHeads, 3, kDim}), other.randn({kKvHeads, 3, kDim}).mul_(9),
                         other.randn({kKvHeads, 3, kDim}).mul_(9));
         copy.commit(3);
-        copy.keep(0, {{1, 3, 5, 7, 20, 21}, {0, 2, 4, 6}});
-        copy.keep(1, {range(10, 24), {0}});
+        copy.evict(0, evicted_rows(copy, 0, {{1, 3, 5, 7, 20, 21}, {0, 2, 4, 6}}));
+        copy.evict(1, evicted_rows(copy, 1, {range(10, 24), {0}}));
         for (int64_t l = 0; l < kLayers; ++l)
-            copy.write_state(l, at::full({kKvHeads, copy.max_slots(l), 1}, 42.0f));
-        copy.mass(0).fill_(-1); // even through the const reference's tensor
+            copy.write_state(at::full({kKvHeads, copy.max_rows(), 1}, 42.0f), l);
         copy.shrink_to_fit();
         copy.clear();
         EXPECT_EQ(copy.bytes(), 0);
     }
     EXPECT_EQ(h.store.bytes(), bytes);
     EXPECT_EQ(h.store.reserved_bytes(), reserved);
-    for (int64_t l = 0; l < kLayers; ++l) EXPECT_TRUE(h.store.mass(l).equal(mass[size_t(l)])) << "layer " << l;
+    EXPECT_TRUE(h.store.mass().equal(mass));
     h.check_contents();
     h.step(1); // the original still attends over exactly its own contents
     h.step(4);
@@ -592,17 +619,21 @@ TEST(KvStoreState, ChannelsMoveWithTheirSlots) {
     EXPECT_EQ(h.store.state_channels(), C);
     h.step(14);
     // New slots start at zero (check_contents compared them with the shadow's zeros).
-    auto write = [&](int64_t l) { // state[g, s, c] = 1000 g + 10 position + c, read back
-        const int64_t S = h.store.max_slots(l);
-        at::Tensor st = at::zeros({kKvHeads, S, C});
-        for (int64_t g = 0; g < kKvHeads; ++g)
-            for (int64_t s = 0; s < h.store.n_slots(l, g); ++s)
-                for (int64_t c = 0; c < C; ++c) {
-                    const double value = 1000.0 * double(g) + 10.0 * h.store.positions(l, g)[size_t(s)] + double(c) + 100000.0 * double(l);
-                    st[g][s][c] = value;
-                    h.shadow.at(l, g).state[size_t(s)][size_t(c)] = float(value);
+    // state[g, row, c] = 1000 g + 10 position + c + 100000 l
+    auto closed_form = [](int64_t l, int64_t g, int64_t position, int64_t c) {
+        return float(1000.0 * double(g) + 10.0 * double(position) + double(c) + 100000.0 * double(l));
+    };
+    auto write = [&](int64_t l) {
+        at::Tensor st = at::zeros({kKvHeads, h.store.max_rows(), C});
+        for (int64_t g = 0; g < kKvHeads; ++g) {
+            const std::vector<int32_t>& row_pos = h.store.row_positions(l, g);
+            for (size_t r = 0; r < row_pos.size(); ++r)
+                for (int64_t c = 0; c < C && row_pos[r] >= 0; ++c) {
+                    st[g][int64_t(r)][c] = closed_form(l, g, row_pos[r], c);
+                    h.shadow.at(l, g).state[size_t(h.slot_of(l, g, row_pos[r]))][size_t(c)] = closed_form(l, g, row_pos[r], c);
                 }
-        h.store.write_state(l, st);
+        }
+        h.store.write_state(st, l);
     };
     write(0);
     write(1);
@@ -613,17 +644,18 @@ TEST(KvStoreState, ChannelsMoveWithTheirSlots) {
     for (int64_t l = 0; l < kLayers; ++l) // the closed form, independent of the shadow
         for (int64_t g = 0; g < kKvHeads; ++g) {
             at::Tensor st = h.store.state(l);
-            for (int64_t s = 0; s < h.store.n_slots(l, g); ++s)
-                for (int64_t c = 0; c < C; ++c)
-                    EXPECT_EQ(st[g][s][c].item<float>(),
-                              float(1000.0 * double(g) + 10.0 * h.store.positions(l, g)[size_t(s)] + double(c) + 100000.0 * double(l)));
+            const std::vector<int32_t>& row_pos = h.store.row_positions(l, g);
+            for (size_t r = 0; r < row_pos.size(); ++r)
+                for (int64_t c = 0; c < C && row_pos[r] >= 0; ++c)
+                    EXPECT_EQ(st[g][int64_t(r)][c].item<float>(), closed_form(l, g, row_pos[r], c));
         }
-    h.step(2); // appended slots: zero state, old slots unchanged
+    h.step(2); // appended slots: zero state, old slots unchanged (check_contents)
     for (int64_t l = 0; l < kLayers; ++l)
         for (int64_t g = 0; g < kKvHeads; ++g) {
             at::Tensor st = h.store.state(l);
-            const int64_t n = h.store.n_slots(l, g);
-            EXPECT_EQ(st[g].narrow(0, n - 2, 2).abs().sum().item<float>(), 0.0f);
+            const std::vector<int32_t>& row_pos = h.store.row_positions(l, g);
+            for (size_t r = 0; r < row_pos.size(); ++r)
+                if (row_pos[r] >= h.store.n_past() - 2) EXPECT_EQ(st[g][int64_t(r)].abs().sum().item<float>(), 0.0f);
         }
     // Through a second eviction with compaction inside pages, and a shrink.
     write(0);

@@ -317,7 +317,7 @@ void counted_destroy(void* self) {
     delete static_cast<int*>(self);
     --g_live_instances;
 }
-int zero_score(void*, const kvs_layer_view*, DLTensor*, char*, size_t) { return 0; }
+int zero_score(void*, const kvs_step_view*, DLTensor*, char*, size_t) { return 0; }
 int same_budgets(void*, const kvs_budget_view* v, int64_t* out, char*, size_t) {
     for (int32_t l = 0; l < v->n_layer; ++l) out[l] = v->budget;
     return 0;

@@ -1,5 +1,5 @@
 // The built-in methods (plugins/): each formula against an independent computation in plain
-// loops, through the C descriptors the host calls, on hand-built layer views.
+// loops, through the C descriptors the host calls, on hand-built one-layer step views.
 #include "plugins/builtin.h"
 #include "plugins/sdk/kvscope_plugin_aten.h"
 
@@ -73,7 +73,6 @@ struct View {
     std::vector<int64_t> n_slots, budget;
     int64_t n_prompt = 0, n_past = 0, step = 0;
     uint64_t seed = 1;
-    int32_t layer = 0, n_layer = 1;
     at::Tensor positions, mass, keys, values, future, state;
 
     View(int64_t h, int64_t hk, int64_t s, std::vector<int64_t> slots = {})
@@ -87,52 +86,62 @@ struct View {
     int64_t group() const { return n_head / n_kv; }
     bool valid(int64_t g, int64_t j) const { return j < n_slots[size_t(g)]; }
 
-    kvs_layer_view view() const {
-        kvs_layer_view v{};
+};
+
+// A View as the one-layer step view the hooks take: every tensor gets a leading layer
+// dimension of 1. The tensors are held here, since the view points into their sizes.
+struct StepView {
+    at::Tensor positions, mass, keys, values, future, state;
+    std::vector<int64_t> budget;
+    kvs_step_view v{};
+
+    StepView(const View& in, int64_t layer_budget = -1) : budget(in.budget) {
+        auto one = [](const at::Tensor& t) { return t.defined() ? t.unsqueeze(0) : t; };
+        positions = one(in.positions), mass = one(in.mass), keys = one(in.keys), values = one(in.values);
+        future = one(in.future), state = one(in.state);
+        if (layer_budget >= 0) budget.assign(budget.size(), layer_budget);
         v.struct_size = sizeof(v);
-        v.layer = layer;
-        v.n_layer = n_layer;
-        v.n_head = int32_t(n_head);
-        v.n_head_kv = int32_t(n_kv);
-        v.head_dim = int32_t(head_dim);
-        v.n_prompt = n_prompt;
-        v.n_past = n_past;
-        v.step = step;
-        v.n_max = S;
-        v.n_slots = n_slots.data();
+        v.n_layer = 1;
+        v.n_head = int32_t(in.n_head);
+        v.n_head_kv = int32_t(in.n_kv);
+        v.head_dim = int32_t(in.head_dim);
+        v.n_prompt = in.n_prompt;
+        v.n_past = in.n_past;
+        v.step = in.step;
+        v.n_max = in.S;
+        v.n_slots = in.n_slots.data();
         v.budget = budget.data();
-        v.seed = seed;
+        v.seed = in.seed;
         v.positions = dl(positions);
         v.mass = dl(mass);
         v.keys = dl(keys);
         v.values = dl(values);
         v.future_mass = dl(future);
         v.state = dl(state);
-        return v;
     }
 };
 
 // score() -> float [n_kv, S] as a CPU tensor; an empty tensor (and the message) on error.
 at::Tensor score(Instance& in, const View& v, std::string* error = nullptr) {
-    at::Tensor out = at::full({v.n_kv, v.S}, NAN, at::kFloat);
+    at::Tensor out = at::full({1, v.n_kv, v.S}, NAN, at::kFloat);
     DLTensor o = dl(out);
-    kvs_layer_view lv = v.view();
+    StepView sv(v);
     char err[256] = "";
     EXPECT_NE(in.m->score, nullptr);
-    int rc = in.m->score(in.self, &lv, &o, err, sizeof(err));
+    int rc = in.m->score(in.self, &sv.v, &o, err, sizeof(err));
     if (error) *error = err;
     if (rc != 0) {
         if (!error) ADD_FAILURE() << in.m->name << ".score: " << err;
         return {};
     }
-    return out;
+    return out[0];
 }
 
 void observe(Instance& in, const View& v) {
-    kvs_layer_view lv = v.view();
+    StepView sv(v);
     char err[256] = "";
     ASSERT_NE(in.m->observe, nullptr);
-    ASSERT_EQ(in.m->observe(in.self, &lv, err, sizeof(err)), 0) << err;
+    ASSERT_EQ(in.m->observe(in.self, &sv.v, err, sizeof(err)), 0) << err;
 }
 
 float at2(const at::Tensor& t, int64_t a, int64_t b) { return t[a][b].item<float>(); }
@@ -358,13 +367,13 @@ TEST(Tova, EveryHeadGetsTheLayersHeadMean) {
     }
 }
 
-TEST(Tova, RefusesHeadsHoldingDifferentPositions) {
+TEST(Tova, RefusesHeadsHoldingDifferentNumbersOfTokens) {
     View v(4, 2, 6, {6, 5});
     v.mass = at::rand({4, 6});
     Instance t("tova");
     std::string err;
     EXPECT_FALSE(score(t, v, &err).defined());
-    EXPECT_NE(err.find("different positions"), std::string::npos) << err;
+    EXPECT_NE(err.find("layer 0 hold different numbers of tokens"), std::string::npos) << err;
     View same(4, 2, 6, {5, 5});
     same.mass = v.mass;
     same.positions[0][2] = 9, same.positions[1][2] = 9; // same positions, not 0..n-1: fine
@@ -515,10 +524,11 @@ TEST(Pyramid, InvariantsOverAGrid) {
 
 std::vector<int64_t> head_budgets(Instance& in, const View& v, int64_t layer_budget, const at::Tensor& scores) {
     std::vector<int64_t> out(size_t(v.n_kv), -7);
-    kvs_layer_view lv = v.view();
-    DLTensor sc = dl(scores);
+    StepView sv(v, layer_budget);
+    at::Tensor step_scores = scores.unsqueeze(0);
+    DLTensor sc = dl(step_scores);
     char err[256] = "";
-    EXPECT_EQ(in.m->head_budgets(in.self, &lv, layer_budget, &sc, out.data(), err, sizeof(err)), 0) << err;
+    EXPECT_EQ(in.m->head_budgets(in.self, &sv.v, &sc, out.data(), err, sizeof(err)), 0) << err;
     return out;
 }
 

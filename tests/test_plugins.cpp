@@ -72,8 +72,8 @@ TEST(PluginLoad, RefusesAnotherAbiVersion) {
 TEST(PluginLoad, RefusesAnotherStructSize) {
     auto registry = builtin_registry();
     const std::string e = load_error(*registry, TEST_PLUGIN_WRONG_SIZE);
-    expect_has(e, {TEST_PLUGIN_WRONG_SIZE, "sizeof(kvs_layer_view)", std::to_string(sizeof(kvs_layer_view) - 8),
-                   std::to_string(sizeof(kvs_layer_view))});
+    expect_has(e, {TEST_PLUGIN_WRONG_SIZE, "sizeof(kvs_step_view)", std::to_string(sizeof(kvs_step_view) - 8),
+                   std::to_string(sizeof(kvs_step_view))});
 }
 
 TEST(PluginLoad, RefusesAMissingFileAndATakenMethodName) {
@@ -121,9 +121,9 @@ TEST(PluginExample, ScoresDecayedAttentionAndRefusesCuda) {
     int32_t positions[4] = {0, 5, 9, -1};
     float mass[2][4] = {{0.2f, 0.3f, 0.5f, 0}, {0.6f, 0.1f, 0.3f, 0}};
     float out[4] = {-1, -1, -1, -1};
-    int64_t kv_shape[2] = {1, 4}, kv_strides[2] = {4, 1}, head_shape[2] = {2, 4};
+    int64_t kv_shape[3] = {1, 1, 4}, kv_strides[3] = {4, 4, 1}, head_shape[3] = {1, 2, 4};
     const int64_t n_slots[1] = {3}, budget[1] = {2};
-    kvs_layer_view v{};
+    kvs_step_view v{};
     v.struct_size = sizeof v;
     v.n_layer = 1;
     v.n_head = 2;
@@ -133,9 +133,9 @@ TEST(PluginExample, ScoresDecayedAttentionAndRefusesCuda) {
     v.n_max = 4;
     v.n_slots = n_slots;
     v.budget = budget;
-    v.positions = {positions, {kDLCPU, 0}, 2, {kDLInt, 32, 1}, kv_shape, kv_strides, 0};
-    v.mass = {mass, {kDLCPU, 0}, 2, {kDLFloat, 32, 1}, head_shape, nullptr, 0};
-    DLTensor out_dl = {out, {kDLCPU, 0}, 2, {kDLFloat, 32, 1}, kv_shape, nullptr, 0};
+    v.positions = {positions, {kDLCPU, 0}, 3, {kDLInt, 32, 1}, kv_shape, kv_strides, 0};
+    v.mass = {mass, {kDLCPU, 0}, 3, {kDLFloat, 32, 1}, head_shape, nullptr, 0};
+    DLTensor out_dl = {out, {kDLCPU, 0}, 3, {kDLFloat, 32, 1}, kv_shape, nullptr, 0};
     ASSERT_EQ(m.score(self, &v, &out_dl, err, sizeof err), 0) << err;
     for (int s = 0; s < 3; ++s) {
         const double expected = (mass[0][s] + mass[1][s]) / 2 * std::exp(-0.5 * (9 - positions[s]));
@@ -246,9 +246,9 @@ TEST_P(PluginFaults, FailTheRunAndTheNextRunWorks) {
 
 INSTANTIATE_TEST_SUITE_P(
     Hooks, PluginFaults,
-    ::testing::Values(Fault{"score_throws", "score_throws", "score", {"layer 0", "threw", "score exploded on purpose"}},
+    ::testing::Values(Fault{"score_throws", "score_throws", "score", {"threw", "score exploded on purpose"}},
                       Fault{"score_nan", "score_nan", "score", {"layer 0", "NaN", "head 0 slot 0"}},
-                      Fault{"select_out_of_range", "select_out_of_range", "select", {"is outside [0, "}},
+                      Fault{"select_out_of_range", "select_out_of_range", "select", {"holds no token"}},
                       Fault{"select_duplicate", "select_duplicate", "select", {"returned twice"}},
                       Fault{"select_over_budget", "select_over_budget", "select", {"over its budget of 16"}},
                       Fault{"select_evicts_sink", "select_evicts_sink", "select", {"evicted protected slot 0"}},

@@ -20,11 +20,11 @@ struct H2O {
         info.every = 1;
     }
 
-    void observe(const kvs::Layer& l) const {
-        l.state.select(2, 0).add_(l.group_sum(l.mass).masked_fill(l.valid().logical_not(), 0));
+    void observe(const kvs::Step& s) const {
+        s.state.select(3, 0).add_(s.group_sum(s.mass).masked_fill(s.valid().logical_not(), 0));
     }
 
-    at::Tensor score(const kvs::Layer& l) const { return l.state.select(2, 0); }
+    at::Tensor score(const kvs::Step& s) const { return s.state.select(3, 0); }
 };
 
 } // namespace

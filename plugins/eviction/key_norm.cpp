@@ -20,7 +20,7 @@ struct KeyNorm {
         info.every = int64_t(p[2]);
     }
 
-    at::Tensor score(const kvs::Layer& l) const { return l.keys.to(at::kFloat).pow(2).sum(-1).sqrt().neg(); }
+    at::Tensor score(const kvs::Step& s) const { return s.keys.to(at::kFloat).pow(2).sum(-1).sqrt().neg(); }
 };
 
 } // namespace

@@ -21,7 +21,7 @@ struct Oracle {
         info.every = int64_t(p[2]);
     }
 
-    at::Tensor score(const kvs::Layer& l) const { return l.group_mean(l.future_mass); }
+    at::Tensor score(const kvs::Step& s) const { return s.group_mean(s.future_mass); }
 };
 
 } // namespace

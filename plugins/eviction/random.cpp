@@ -1,5 +1,5 @@
 // random: a uniform random score per slot, the floor any scorer should beat. Deterministic:
-// a counter-based hash of (view.seed, KV head, slot), so the same run seed, layer and step
+// a counter-based hash of (view.seed, layer, KV head, slot), so the same run seed and step
 // give the same scores on any device.
 #include "plugins/sdk/kvscope_plugin_aten.h"
 
@@ -26,13 +26,15 @@ struct Random {
         info.every = int64_t(p[2]);
     }
 
-    at::Tensor score(const kvs::Layer& l) const {
-        const int64_t n_kv = l.v.n_head_kv, S = l.v.n_max;
-        at::Tensor out = at::empty({n_kv, S}, at::kFloat);
+    at::Tensor score(const kvs::Step& step) const {
+        const int64_t L = step.v.n_layer, n_kv = step.v.n_head_kv, S = step.v.n_max;
+        at::Tensor out = at::empty({L, n_kv, S}, at::kFloat);
         float* o = out.data_ptr<float>();
-        for (int64_t g = 0; g < n_kv; ++g)
-            for (int64_t s = 0; s < S; ++s)
-                o[g * S + s] = float(mix(l.v.seed ^ mix(uint64_t(g) << 40 ^ uint64_t(s))) >> 40) * 0x1p-24f;
+        for (int64_t l = 0; l < L; ++l)
+            for (int64_t g = 0; g < n_kv; ++g)
+                for (int64_t s = 0; s < S; ++s)
+                    o[(l * n_kv + g) * S + s] =
+                        float(mix(step.v.seed ^ mix(uint64_t(l) << 52 ^ uint64_t(g) << 40 ^ uint64_t(s))) >> 40) * 0x1p-24f;
         return out;
     }
 };

@@ -30,12 +30,14 @@ struct SnapKV {
         info.every = 0;
     }
 
-    at::Tensor score(const kvs::Layer& l) const {
-        at::Tensor in_window = l.positions.ge(l.v.n_past - window).repeat_interleave(l.group(), 0);
-        at::Tensor s = l.mass.masked_fill(in_window, 0).unsqueeze(1); // [n_head, 1, S]
-        const int64_t pad = kernel / 2;
-        s = max_pool ? at::max_pool1d(s, {kernel}, {1}, {pad}) : at::avg_pool1d(s, {kernel}, {1}, {pad}, false, true);
-        return l.group_mean(s.squeeze(1));
+    // After the prefill a head's slots are still in position order (no evictions yet), so
+    // pooling along the slots pools neighbouring tokens.
+    at::Tensor score(const kvs::Step& s) const {
+        const int64_t S = s.v.n_max, pad = kernel / 2;
+        at::Tensor in_window = s.positions.ge(s.v.n_past - window).repeat_interleave(s.group(), 1);
+        at::Tensor m = s.mass.masked_fill(in_window, 0).view({-1, 1, S}); // [n_layer * n_head, 1, S]
+        m = max_pool ? at::max_pool1d(m, {kernel}, {1}, {pad}) : at::avg_pool1d(m, {kernel}, {1}, {pad}, false, true);
+        return s.group_mean(m.view({s.v.n_layer, s.v.n_head, S}));
     }
 };
 

@@ -20,7 +20,7 @@ struct StreamingLLM {
         info.every = int64_t(p[1]);
     }
 
-    at::Tensor score(const kvs::Layer& l) const { return l.positions.to(at::kFloat); }
+    at::Tensor score(const kvs::Step& s) const { return s.positions.to(at::kFloat); }
 };
 
 } // namespace

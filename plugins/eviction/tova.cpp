@@ -22,12 +22,18 @@ struct Tova {
         info.every = int64_t(p[0]);
     }
 
-    at::Tensor score(const kvs::Layer& l) const {
-        if (!l.positions.eq(l.positions[0]).all().item<bool>())
-            throw std::runtime_error("tova keeps one token set per layer, but the KV heads of layer " +
-                                     std::to_string(l.v.layer) +
-                                     " hold different positions (is it combined with a head allocator?)");
-        return l.mass.mean(0, true).expand({l.v.n_head_kv, l.v.n_max});
+    at::Tensor score(const kvs::Step& s) const {
+        // Checked on the host's counts, not the device's positions, so the step never waits:
+        // heads of a layer drift apart only under a head allocator, which gives them
+        // different budgets, hence different counts from the next step on.
+        const int64_t n_kv = s.v.n_head_kv;
+        for (int64_t l = 0; l < s.v.n_layer; ++l)
+            for (int64_t g = 1; g < n_kv; ++g)
+                if (s.v.n_slots[l * n_kv + g] != s.v.n_slots[l * n_kv])
+                    throw std::runtime_error("tova keeps one token set per layer, but the KV heads of layer " +
+                                             std::to_string(l) + " hold different numbers of tokens (is it combined "
+                                             "with a head allocator?)");
+        return s.mass.mean(1, true).expand({s.v.n_layer, n_kv, s.v.n_max});
     }
 };
 

@@ -12,7 +12,7 @@ struct Window {
 
     Window(const double* p, kvs_instance_info& info) { info.every = int64_t(p[0]); }
 
-    at::Tensor score(const kvs::Layer& l) const { return l.positions.to(at::kFloat); }
+    at::Tensor score(const kvs::Step& s) const { return s.positions.to(at::kFloat); }
 };
 
 } // namespace

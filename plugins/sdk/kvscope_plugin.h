@@ -7,8 +7,11 @@
  * same header (plugins/eviction/, plugins/allocation/).
  *
  * The engine owns the loop; a method never calls the model. After a step it hands the
- * method read-only views of one layer (positions, attention mass, keys, ...) as DLPack
- * tensors and takes back decisions in buffers the host owns:
+ * method one view of every layer at once (positions, attention mass, keys, ... as DLPack
+ * tensors with a leading layer dimension) and takes back decisions in buffers the host
+ * owns. One call per step, not per layer: on a GPU each tensor operation a hook runs is a
+ * kernel launch, and thirty layers' worth of small launches would cost more than the
+ * model's own step.
  *
  *   scorer     observe()  every step, to update per-slot state (H2O's accumulated mass)
  *              score()    when it acts: one float per slot, higher = keep; the host keeps
@@ -29,7 +32,7 @@
  *   slot, moved with the slot when the cache is compacted). So a run can fork a lane by
  *   copying the cache, and decisions are reproducible.
  * - Tensors are on the run's device (CPU or CUDA); a hook works on them in place or copies
- *   what it needs. Randomness comes from kvs_layer_view.seed only.
+ *   what it needs. Randomness comes from kvs_step_view.seed only.
  */
 #ifndef KVSCOPE_PLUGIN_H
 #define KVSCOPE_PLUGIN_H
@@ -42,7 +45,7 @@
 extern "C" {
 #endif
 
-#define KVS_ABI_VERSION 1
+#define KVS_ABI_VERSION 2
 
 #if defined(_WIN32)
 #define KVS_EXPORT __declspec(dllexport)
@@ -66,9 +69,9 @@ typedef struct kvs_param_def {
 /* ---- what an instance tells the host ---------------------------------------------------- */
 
 /* needs */
-#define KVS_NEEDS_KEYS 1u         /* kvs_layer_view.keys is filled */
-#define KVS_NEEDS_VALUES 2u       /* kvs_layer_view.values is filled */
-#define KVS_NEEDS_FUTURE 4u       /* kvs_layer_view.future_mass is filled (oracle methods) */
+#define KVS_NEEDS_KEYS 1u         /* kvs_step_view.keys is filled */
+#define KVS_NEEDS_VALUES 2u       /* kvs_step_view.values is filled */
+#define KVS_NEEDS_FUTURE 4u       /* kvs_step_view.future_mass is filled (oracle methods) */
 
 /* mass_window */
 #define KVS_MASS_NONE 0           /* no attention statistics */
@@ -78,8 +81,8 @@ typedef struct kvs_instance_info {
     size_t struct_size;
     int64_t mass_window;      /* KVS_MASS_NONE, KVS_MASS_ALL, or w > 0: the step's last w queries */
     int64_t every;            /* act after prefill and every `every` decode steps; 0 = prefill only */
-    int64_t sinks;            /* first slots the host never evicts */
-    int64_t recent;           /* newest slots the host never evicts ... */
+    int64_t sinks;            /* oldest tokens the host never evicts */
+    int64_t recent;           /* newest tokens the host never evicts ... */
     double recent_fraction;   /* ... plus floor(recent_fraction * budget) more */
     uint32_t needs;           /* KVS_NEEDS_* */
     int32_t n_state;          /* floats of per-slot state the host keeps (zero on entry) */
@@ -87,28 +90,33 @@ typedef struct kvs_instance_info {
 
 /* ---- the views a hook reads ------------------------------------------------------------- */
 
-/* One layer after a step. Slots of KV head g are in position order, padded to n_max: slot
- * s of head g is valid when s < n_slots[g]; padding has position -1 and zero mass. */
-typedef struct kvs_layer_view {
+/* Every layer after a step. The slots of (layer l, KV head g) are its cache rows in storage
+ * order, padded to n_max: a slot holds a token when its position is >= 0 (n_slots[l *
+ * n_head_kv + g] of them do). Evicted tokens leave holes that later tokens fill, so the
+ * order is not the position order: sort by position where order matters. A slot without a
+ * token has zero mass and is ignored in what a hook returns. Per-(layer, head) arrays are
+ * layer-major. */
+typedef struct kvs_step_view {
     size_t struct_size;
-    int32_t layer, n_layer;
+    int32_t n_layer;
     int32_t n_head, n_head_kv, head_dim;  /* query heads, KV heads (group = n_head / n_head_kv) */
     int64_t n_prompt;                     /* prompt tokens */
     int64_t n_past;                       /* tokens processed, this step's included */
     int64_t step;                         /* 0 = end of prefill, k = k-th decode step */
-    int64_t n_max;                        /* padded slots per KV head (S) */
-    const int64_t* n_slots;               /* [n_head_kv], host memory */
-    const int64_t* budget;                /* [n_head_kv] slots to keep (score/select) */
-    uint64_t seed;                        /* the run's seed mixed with layer and step */
-    DLTensor positions;                   /* int32 [n_head_kv, S]: each slot's original position */
-    DLTensor mass;                        /* float32 [n_head, S]: attention each key received from
-                                             the mass_window queries of this step, per query head */
-    DLTensor keys;                        /* [n_head_kv, S, head_dim], model dtype, post-RoPE (KVS_NEEDS_KEYS) */
-    DLTensor values;                      /* [n_head_kv, S, head_dim] (KVS_NEEDS_VALUES) */
-    DLTensor future_mass;                 /* float32 [n_head, S]: attention each key receives from
-                                             all later queries of the reference run (KVS_NEEDS_FUTURE) */
-    DLTensor state;                       /* float32 [n_head_kv, S, n_state], writable */
-} kvs_layer_view;
+    int64_t n_max;                        /* padded slots per (layer, KV head): S */
+    const int64_t* n_slots;               /* [n_layer * n_head_kv] tokens held, host memory */
+    const int64_t* budget;                /* [n_layer * n_head_kv] slots to keep (score/select) */
+    uint64_t seed;                        /* the run's seed mixed with the step */
+    DLTensor positions;                   /* int32 [n_layer, n_head_kv, S]: each slot's original position, -1 none */
+    DLTensor mass;                        /* float32 [n_layer, n_head, S]: attention each key received
+                                             from the mass_window queries of this step, per query head */
+    DLTensor keys;                        /* [n_layer, n_head_kv, S, head_dim], model dtype, post-RoPE
+                                             (KVS_NEEDS_KEYS) */
+    DLTensor values;                      /* [n_layer, n_head_kv, S, head_dim] (KVS_NEEDS_VALUES) */
+    DLTensor future_mass;                 /* float32 [n_layer, n_head, S]: attention each key receives
+                                             from all later queries of the reference run (KVS_NEEDS_FUTURE) */
+    DLTensor state;                       /* float32 [n_layer, n_head_kv, S, n_state], writable */
+} kvs_step_view;
 /* A tensor a method did not ask for has ndim 0 and data NULL. */
 
 /* Before a compression step, to split the budget across layers. */
@@ -122,7 +130,7 @@ typedef struct kvs_budget_view {
 
 /* ---- a method ------------------------------------------------------------------------- */
 
-typedef int (*kvs_layer_hook)(void* self, const kvs_layer_view* view, char* err, size_t err_size);
+typedef int (*kvs_step_hook)(void* self, const kvs_step_view* view, char* err, size_t err_size);
 
 typedef struct kvs_method {
     size_t struct_size;
@@ -137,22 +145,23 @@ typedef struct kvs_method {
     void (*destroy)(void* self);
 
     /* scorer: observe is optional; exactly one of score and select. */
-    kvs_layer_hook observe;
-    /* out: float32 [n_head_kv, S] on the view's device; padding is ignored. */
-    int (*score)(void* self, const kvs_layer_view* view, DLTensor* out, char* err, size_t err_size);
-    /* out_slots: host int64 [n_head_kv, S]; write head g's kept slot indices (any order) to
-       row g and their count to out_counts[g] (<= budget[g]). */
-    int (*select)(void* self, const kvs_layer_view* view, int64_t* out_slots, int64_t* out_counts,
+    kvs_step_hook observe;
+    /* out: float32 [n_layer, n_head_kv, S] on the view's device; padding is ignored. */
+    int (*score)(void* self, const kvs_step_view* view, DLTensor* out, char* err, size_t err_size);
+    /* out_slots: host int64 [n_layer, n_head_kv, S]; write the slots (l, g) keeps (any order;
+       slots holding tokens) to row l * n_head_kv + g and their count to out_counts[l * n_head_kv + g]
+       (<= budget there). */
+    int (*select)(void* self, const kvs_step_view* view, int64_t* out_slots, int64_t* out_counts,
                   char* err, size_t err_size);
 
     /* allocator: either or both. */
     /* out: host int64 [n_layer]; should sum to n_layer * budget. */
     int (*layer_budgets)(void* self, const kvs_budget_view* view, int64_t* out, char* err, size_t err_size);
-    /* layer_budget slots per KV head on average; scores: float32 [n_head_kv, S] from the
-       scorer with protected slots at +inf. out: host int64 [n_head_kv], summing to
-       n_head_kv * layer_budget. */
-    int (*head_budgets)(void* self, const kvs_layer_view* view, int64_t layer_budget, const DLTensor* scores,
-                        int64_t* out, char* err, size_t err_size);
+    /* view.budget holds each layer's budget B_l for every head; scores: float32 [n_layer,
+       n_head_kv, S] from the scorer with protected slots at +inf. out: host int64
+       [n_layer * n_head_kv], layer l's heads summing to n_head_kv * B_l. */
+    int (*head_budgets)(void* self, const kvs_step_view* view, const DLTensor* scores, int64_t* out, char* err,
+                        size_t err_size);
 
     void* reserved[8];          /* codec, merger, retriever, recompute: NULL for now */
 } kvs_method;
@@ -169,7 +178,7 @@ typedef struct kvs_plugin {
 } kvs_plugin;
 
 #define KVS_STRUCT_SIZES                                                                        \
-    { (uint32_t)sizeof(kvs_method), (uint32_t)sizeof(kvs_layer_view), (uint32_t)sizeof(kvs_budget_view), \
+    { (uint32_t)sizeof(kvs_method), (uint32_t)sizeof(kvs_step_view), (uint32_t)sizeof(kvs_budget_view), \
       (uint32_t)sizeof(kvs_instance_info) }
 
 /* The one symbol a plugin exports. */

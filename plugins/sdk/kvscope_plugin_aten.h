@@ -9,16 +9,17 @@
 //       static constexpr const char* help = "keep the keys with the smallest L2 norm";
 //       static constexpr kvs_param_def params[] = {{"sinks", KVS_PARAM_INT, 0, 0, 1 << 20, "..."}};
 //       KeyNorm(const double* p, kvs_instance_info& info) { info.needs = KVS_NEEDS_KEYS; ... }
-//       at::Tensor score(const kvs::Layer& l) const { return -l.keys.to(at::kFloat).norm(2, -1); }
+//       at::Tensor score(const kvs::Step& s) const { return -s.keys.to(at::kFloat).norm(2, -1); }
 //   };
 //   const kvs_method* kvs_method_key_norm() { return kvs::method<KeyNorm>(); }
 //
-// Hooks a struct may define (all optional, see kvscope_plugin.h for when each runs):
-//   void observe(const kvs::Layer&)                       (writes l.state)
-//   at::Tensor score(const kvs::Layer&)                    -> float [n_head_kv, S]
-//   void select(const kvs::Layer&, int64_t* slots, int64_t* counts)
+// Hooks a struct may define (all optional, see kvscope_plugin.h for when each runs); the
+// tensors cover every layer at once (leading dimension n_layer):
+//   void observe(const kvs::Step&)                        (writes s.state)
+//   at::Tensor score(const kvs::Step&)                     -> float [n_layer, n_head_kv, S]
+//   void select(const kvs::Step&, int64_t* slots, int64_t* counts)
 //   void layer_budgets(const kvs_budget_view&, int64_t* out)
-//   void head_budgets(const kvs::Layer&, int64_t layer_budget, const at::Tensor& scores, int64_t* out)
+//   void head_budgets(const kvs::Step&, const at::Tensor& scores, int64_t* out)
 #pragma once
 
 #include "plugins/sdk/kvscope_plugin.h"
@@ -64,26 +65,27 @@ inline at::Tensor tensor(const DLTensor& t) {
     return at::from_blob(data, sizes, at::IntArrayRef(t.strides, t.ndim), at::TensorOptions(type).device(device));
 }
 
-// One layer's view with its tensors wrapped.
-struct Layer {
-    const kvs_layer_view& v;
+// The step's view with its tensors wrapped.
+struct Step {
+    const kvs_step_view& v;
     at::Tensor positions, mass, keys, values, future_mass, state;
 
-    explicit Layer(const kvs_layer_view& view)
+    explicit Step(const kvs_step_view& view)
         : v(view), positions(tensor(view.positions)), mass(tensor(view.mass)), keys(tensor(view.keys)),
           values(tensor(view.values)), future_mass(tensor(view.future_mass)), state(tensor(view.state)) {}
 
     int64_t group() const { return v.n_head / v.n_head_kv; }
-    // [n_head, S] per query head -> [n_head_kv, S] by the mean over each KV head's group
-    // (METHODS.md "mean-G"; the query heads of KV head g are g*G .. g*G+G-1).
-    at::Tensor group_mean(const at::Tensor& per_head) const {
-        return per_head.view({v.n_head_kv, group(), per_head.size(-1)}).mean(1);
-    }
-    at::Tensor group_sum(const at::Tensor& per_head) const {
-        return per_head.view({v.n_head_kv, group(), per_head.size(-1)}).sum(1);
-    }
-    // bool [n_head_kv, S]: slots that hold a token.
+    // [n_layer, n_head, S] per query head -> [n_layer, n_head_kv, S] by the mean over each
+    // KV head's group (METHODS.md "mean-G"; the query heads of KV head g are g*G .. g*G+G-1).
+    at::Tensor group_mean(const at::Tensor& per_head) const { return by_group(per_head).mean(2); }
+    at::Tensor group_sum(const at::Tensor& per_head) const { return by_group(per_head).sum(2); }
+    // bool [n_layer, n_head_kv, S]: slots that hold a token.
     at::Tensor valid() const { return positions.ge(0); }
+
+private:
+    at::Tensor by_group(const at::Tensor& per_head) const {
+        return per_head.view({v.n_layer, v.n_head_kv, group(), per_head.size(-1)});
+    }
 };
 
 template <class F> int guarded(char* err, size_t err_size, F&& f) {
@@ -126,25 +128,25 @@ template <class M> kvs_method describe(const char* family) {
     };
     m.destroy = [](void* self) { delete static_cast<M*>(self); };
     if constexpr (has_observe<M>::value)
-        m.observe = [](void* self, const kvs_layer_view* v, char* err, size_t n) {
-            return guarded(err, n, [&] { static_cast<M*>(self)->observe(Layer(*v)); });
+        m.observe = [](void* self, const kvs_step_view* v, char* err, size_t n) {
+            return guarded(err, n, [&] { static_cast<M*>(self)->observe(Step(*v)); });
         };
     if constexpr (has_score<M>::value)
-        m.score = [](void* self, const kvs_layer_view* v, DLTensor* out, char* err, size_t n) {
-            return guarded(err, n, [&] { tensor(*out).copy_(static_cast<M*>(self)->score(Layer(*v))); });
+        m.score = [](void* self, const kvs_step_view* v, DLTensor* out, char* err, size_t n) {
+            return guarded(err, n, [&] { tensor(*out).copy_(static_cast<M*>(self)->score(Step(*v))); });
         };
     if constexpr (has_select<M>::value)
-        m.select = [](void* self, const kvs_layer_view* v, int64_t* slots, int64_t* counts, char* err, size_t n) {
-            return guarded(err, n, [&] { static_cast<M*>(self)->select(Layer(*v), slots, counts); });
+        m.select = [](void* self, const kvs_step_view* v, int64_t* slots, int64_t* counts, char* err, size_t n) {
+            return guarded(err, n, [&] { static_cast<M*>(self)->select(Step(*v), slots, counts); });
         };
     if constexpr (has_layer_budgets<M>::value)
         m.layer_budgets = [](void* self, const kvs_budget_view* v, int64_t* out, char* err, size_t n) {
             return guarded(err, n, [&] { static_cast<M*>(self)->layer_budgets(*v, out); });
         };
     if constexpr (has_head_budgets<M>::value)
-        m.head_budgets = [](void* self, const kvs_layer_view* v, int64_t budget, const DLTensor* scores,
-                            int64_t* out, char* err, size_t n) {
-            return guarded(err, n, [&] { static_cast<M*>(self)->head_budgets(Layer(*v), budget, tensor(*scores), out); });
+        m.head_budgets = [](void* self, const kvs_step_view* v, const DLTensor* scores, int64_t* out, char* err,
+                            size_t n) {
+            return guarded(err, n, [&] { static_cast<M*>(self)->head_budgets(Step(*v), tensor(*scores), out); });
         };
     return m;
 }

@@ -28,27 +28,27 @@ int create_fails(const double*, kvs_instance_info*, void**, char* err, size_t n)
 }
 void destroy(void*) { --live; }
 
-int score_throws(void*, const kvs_layer_view*, DLTensor*, char*, size_t) {
+int score_throws(void*, const kvs_step_view*, DLTensor*, char*, size_t) {
     throw std::runtime_error("score exploded on purpose");
 }
-int score_nan(void*, const kvs_layer_view*, DLTensor* out, char*, size_t) {
-    std::fill_n(static_cast<float*>(out->data), out->shape[0] * out->shape[1], NAN); // host-made: contiguous
+int score_nan(void*, const kvs_step_view*, DLTensor* out, char*, size_t) {
+    std::fill_n(static_cast<float*>(out->data), out->shape[0] * out->shape[1] * out->shape[2], NAN); // contiguous
     return 0;
 }
-int score_zero(void*, const kvs_layer_view*, DLTensor* out, char*, size_t) {
-    std::fill_n(static_cast<float*>(out->data), out->shape[0] * out->shape[1], 0.f);
+int score_zero(void*, const kvs_step_view*, DLTensor* out, char*, size_t) {
+    std::fill_n(static_cast<float*>(out->data), out->shape[0] * out->shape[1] * out->shape[2], 0.f);
     return 0;
 }
 
 enum Fault { OUT_OF_RANGE, DUPLICATE, OVER_BUDGET, EVICTS_SINK };
-template <Fault F> int select(void*, const kvs_layer_view* v, int64_t* slots, int64_t* counts, char*, size_t) {
-    for (int32_t g = 0; g < v->n_head_kv; ++g) {
-        const int64_t n = v->n_slots[g], keep = F == OVER_BUDGET ? n : std::min(n, v->budget[g]);
-        int64_t* row = slots + g * v->n_max;
+template <Fault F> int select(void*, const kvs_step_view* v, int64_t* slots, int64_t* counts, char*, size_t) {
+    for (int32_t i = 0; i < v->n_layer * v->n_head_kv; ++i) {
+        const int64_t n = v->n_slots[i], keep = F == OVER_BUDGET ? n : std::min(n, v->budget[i]);
+        int64_t* row = slots + i * v->n_max;
         for (int64_t i = 0; i < keep; ++i) row[i] = n - keep + i;
         if (F == OUT_OF_RANGE) row[0] = n;
         if (F == DUPLICATE) row[0] = row[1];
-        counts[g] = keep;
+        counts[i] = keep;
     }
     return 0;
 }

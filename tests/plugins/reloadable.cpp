@@ -17,14 +17,14 @@ int create(const double*, kvs_instance_info*, void** self, char*, size_t) {
 }
 void destroy(void*) {}
 
-int score(void*, const kvs_layer_view* v, DLTensor* out, char*, size_t) {
-    const DLTensor& p = v->positions; // int32 [n_head_kv, S], CPU
-    for (int64_t g = 0; g < v->n_head_kv; ++g)
-        for (int64_t s = 0; s < v->n_max; ++s) {
-            const int32_t pos = static_cast<const int32_t*>(p.data)[g * p.strides[0] + s * p.strides[1]];
-            static_cast<float*>(out->data)[g * out->strides[0] + s * out->strides[1]] =
-                RELOADABLE_VERSION == 1 ? float(-pos) : float(pos);
-        }
+int score(void*, const kvs_step_view* v, DLTensor* out, char*, size_t) {
+    const DLTensor& p = v->positions; // int32 [n_layer, n_head_kv, S], CPU, like out
+    for (int64_t i = 0; i < p.shape[0] * p.shape[1] * p.shape[2]; ++i) {
+        const int64_t l = i / (p.shape[1] * p.shape[2]), g = i / p.shape[2] % p.shape[1], s = i % p.shape[2];
+        const int32_t pos = static_cast<const int32_t*>(p.data)[l * p.strides[0] + g * p.strides[1] + s * p.strides[2]];
+        static_cast<float*>(out->data)[l * out->strides[0] + g * out->strides[1] + s * out->strides[2]] =
+            RELOADABLE_VERSION == 1 ? float(-pos) : float(pos);
+    }
     return 0;
 }
 

@@ -2,8 +2,8 @@
  *
  * decayed_attention keeps the tokens that got attention recently and are not too old:
  *
- *   score(g, s) = mean over the query heads h of KV head g of mass[h, s]  x  exp(-lambda * age(s))
- *   age(s)      = n_past - 1 - position(s)
+ *   score(l, g, s) = mean over the query heads h of KV head g of mass[l, h, s]  x  exp(-lambda * age)
+ *   age            = n_past - 1 - position(l, g, s)
  *
  * where mass is the attention each cached token received from the step's last `window`
  * queries. The host keeps the `budget` best slots per KV head, never evicting the first
@@ -47,15 +47,16 @@ static int create(const double* p, kvs_instance_info* info, void** self, char* e
 
 static void destroy(void* self) { free(self); }
 
-/* Address of element [i, j] of a 2-D view (strides are in elements; NULL = row-major). */
-static void* at2(const DLTensor* t, int64_t i, int64_t j) {
-    const int64_t s0 = t->strides ? t->strides[0] : t->shape[1], s1 = t->strides ? t->strides[1] : 1;
-    return (char*)t->data + t->byte_offset + (i * s0 + j * s1) * (t->dtype.bits / 8);
+/* Address of element [i, j, k] of a 3-D view (strides are in elements; NULL = row-major). */
+static void* at3(const DLTensor* t, int64_t i, int64_t j, int64_t k) {
+    const int64_t s0 = t->strides ? t->strides[0] : t->shape[1] * t->shape[2];
+    const int64_t s1 = t->strides ? t->strides[1] : t->shape[2], s2 = t->strides ? t->strides[2] : 1;
+    return (char*)t->data + t->byte_offset + (i * s0 + j * s1 + k * s2) * (t->dtype.bits / 8);
 }
 
 static int check(const DLTensor* t, const char* what, uint8_t code, uint8_t bits, char* err, size_t err_size) {
-    if (t->data == NULL || t->ndim != 2) {
-        snprintf(err, err_size, "%s: expected a 2-D tensor", what);
+    if (t->data == NULL || t->ndim != 3) {
+        snprintf(err, err_size, "%s: expected a 3-D tensor", what);
         return -1;
     }
     if (t->device.device_type != kDLCPU) {
@@ -70,19 +71,22 @@ static int check(const DLTensor* t, const char* what, uint8_t code, uint8_t bits
     return 0;
 }
 
-static int score(void* self, const kvs_layer_view* v, DLTensor* out, char* err, size_t err_size) {
+static int score(void* self, const kvs_step_view* v, DLTensor* out, char* err, size_t err_size) {
     const decay* d = self;
     if (check(&v->positions, "positions", kDLInt, 32, err, err_size) ||
         check(&v->mass, "mass", kDLFloat, 32, err, err_size) || check(out, "out", kDLFloat, 32, err, err_size))
         return -1;
     const int group = v->n_head / v->n_head_kv;
-    for (int g = 0; g < v->n_head_kv; ++g)
-        for (int64_t s = 0; s < v->n_slots[g]; ++s) {
-            double mass = 0;
-            for (int h = g * group; h < (g + 1) * group; ++h) mass += *(const float*)at2(&v->mass, h, s);
-            const int64_t age = v->n_past - 1 - *(const int32_t*)at2(&v->positions, g, s);
-            *(float*)at2(out, g, s) = (float)(mass / group * exp(-d->lambda * (double)age));
-        }
+    for (int l = 0; l < v->n_layer; ++l)
+        for (int g = 0; g < v->n_head_kv; ++g)
+            for (int64_t s = 0; s < v->n_max; ++s) {
+                const int32_t position = *(const int32_t*)at3(&v->positions, l, g, s);
+                if (position < 0) continue; /* no token in this slot */
+                double mass = 0;
+                for (int h = g * group; h < (g + 1) * group; ++h) mass += *(const float*)at3(&v->mass, l, h, s);
+                const int64_t age = v->n_past - 1 - position;
+                *(float*)at3(out, l, g, s) = (float)(mass / group * exp(-d->lambda * (double)age));
+            }
     return 0;
 }
 
