@@ -24,6 +24,7 @@ debian_packages=(
   nlohmann-json3-dev libcli11-dev libpcre2-dev  # JSON, command line, tokenizer regexes
   libutf8proc-dev                               # Unicode normalization (NFC) for tokenizers
   libdlpack-dev                                 # the tensor exchange struct of the plugin ABI
+  libsqlite3-dev zlib1g-dev libssl-dev          # sessions: the database, decision blobs, model SHA-256
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
 )
 

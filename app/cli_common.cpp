@@ -7,6 +7,9 @@
 #include "core/plugin_registry.h"
 #include "core/utf8.h"
 #include "plugins/builtin.h"
+#include "sessions/model_hash.h"
+#include "sessions/schema.h"
+#include "sessions/writer.h"
 
 #include <ATen/Context.h>
 
@@ -51,6 +54,11 @@ c10::ScalarType parse_dtype(const std::string& text, const c10::Device& device) 
     return device.is_cuda() ? c10::kBFloat16 : c10::kFloat;
 }
 
+// The --dtype name of a compute dtype.
+std::string dtype_name(c10::ScalarType dtype) {
+    return dtype == c10::kBFloat16 ? "bf16" : dtype == c10::kHalf ? "f16" : "f32";
+}
+
 // "loading model  [#########.........]  47%  layer 13" on one line, rewritten in place.
 void print_progress(double fraction, const std::string& what) {
     static const bool tty = isatty(fileno(stderr));
@@ -63,6 +71,10 @@ void print_progress(double fraction, const std::string& what) {
 
 } // namespace
 
+std::string model_path(const ModelOptions& options) {
+    return options.model.empty() ? default_model_path() : options.model;
+}
+
 std::unique_ptr<Model> load_model(const ModelOptions& options) {
     set_cpu_threads(options.threads);
     LoadOptions load;
@@ -70,7 +82,7 @@ std::unique_ptr<Model> load_model(const ModelOptions& options) {
     load.dtype = parse_dtype(options.dtype, load.device);
     load.progress = print_progress;
     load.block_weights = !options.fp32_decode;
-    const std::string path = options.model.empty() ? default_model_path() : options.model;
+    const std::string path = model_path(options);
     if (options.model.empty() && access(path.c_str(), R_OK) != 0)
         throw Error(path, "model", "the default model is missing: run ./setup.sh (or pass --model)");
     auto model = std::make_unique<Model>(Model::load(path, load));
@@ -115,6 +127,32 @@ std::vector<std::string> split_specs(const std::string& list) {
 std::string assets_dir() {
     const char* env = std::getenv("KVSCOPE_ASSETS");
     return env && *env ? env : KVSCOPE_ASSETS_DIR;
+}
+
+void add_db_option(CLI::App& command, std::string& path) {
+    command.add_option("--db", path, "sessions database (default: " + default_session_db_path() + ")");
+}
+
+std::string session_db_path(const std::string& option) { return option.empty() ? default_session_db_path() : option; }
+
+void add_store_options(CLI::App& command, StoreOptions& options) {
+    add_db_option(command, options.db);
+    command.add_flag("--no-db", options.no_db, "do not store the run in the sessions database")
+        ->excludes(command.get_option("--db"));
+}
+
+std::unique_ptr<SessionWriter> open_session_writer(const StoreOptions& options) {
+    if (options.no_db) return nullptr;
+    return std::make_unique<SessionWriter>(session_db_path(options.db));
+}
+
+RunRecord model_run_record(const Model& model, const ModelOptions& options) {
+    RunRecord record;
+    record.model_path = model_path(options);
+    record.model_hash = model_hash(record.model_path);
+    record.device = model.device().str();
+    record.dtype = dtype_name(model.dtype());
+    return record;
 }
 
 void add_plugin_option(CLI::App& command, std::vector<std::string>& paths) {

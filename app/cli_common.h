@@ -13,7 +13,11 @@ namespace kvscope {
 
 class Model;
 class PluginRegistry;
+class SessionWriter;
 class Tokenizer;
+struct RunRecord;
+struct RunSummary;
+struct StepEvent;
 
 struct ModelOptions {
     std::string model;        // empty: the default model
@@ -24,6 +28,8 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App& command, ModelOptions& options);
+// The model's file or folder: --model, or the default model.
+std::string model_path(const ModelOptions& options);
 // Loads the model, printing progress to stderr; throws kvscope::Error on bad input.
 std::unique_ptr<Model> load_model(const ModelOptions& options);
 
@@ -45,6 +51,24 @@ std::string assets_dir();
 void add_plugin_option(CLI::App& command, std::vector<std::string>& paths);
 std::unique_ptr<PluginRegistry> make_registry(const std::vector<std::string>& paths);
 
+// The sessions database: --db PATH, by default default_session_db_path() (sessions/schema.h).
+void add_db_option(CLI::App& command, std::string& path);
+std::string session_db_path(const std::string& option);
+// For commands that store runs: --db, and --no-db to store nothing. The writer is opened
+// before the model loads, so a bad database fails first; null with --no-db.
+struct StoreOptions {
+    std::string db;
+    bool no_db = false;
+};
+void add_store_options(CLI::App& command, StoreOptions& options);
+std::unique_ptr<SessionWriter> open_session_writer(const StoreOptions& options);
+// What the sessions database keeps of the runs on `model`: its path, the SHA-256 of its
+// files (computed here, once), device and dtype; each run fills in the rest.
+RunRecord model_run_record(const Model& model, const ModelOptions& options);
+// A run's per-step table and its summary, as `run` and `sessions show` print them.
+void print_step_table(const std::vector<StepEvent>& steps);
+void print_run_summary(const RunSummary& summary);
+
 // Subcommands, one file each.
 void add_generate_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
@@ -53,5 +77,6 @@ void add_bench_command(CLI::App& app);
 void add_methods_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
+void add_sessions_command(CLI::App& app);
 
 } // namespace kvscope

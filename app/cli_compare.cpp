@@ -6,6 +6,9 @@
 #include "core/model.h"
 #include "core/plugin_registry.h"
 #include "core/tasks.h"
+#include "sessions/queries.h"
+#include "sessions/schema.h"
+#include "sessions/writer.h"
 
 #include <chrono>
 #include <cstdio>
@@ -27,6 +30,7 @@ struct CompareArgs {
     int64_t steps = 64;     // text: teacher-forced continuation
     uint64_t seed = 0;
     std::string csv;
+    StoreOptions store;
 };
 
 struct Cell { // one (method, budget) over the task's instances
@@ -102,6 +106,14 @@ void write_csv(const std::vector<Cell>& cells, const std::string& task, const st
     if (!out.flush()) throw Error(path, "csv", "write failed (disk full?)");
 }
 
+// The runs of one `compare` as a named comparison: "compare <task>, runs <first>-<last>".
+void store_as_comparison(SessionWriter& writer, const std::vector<int64_t>& run_ids, const std::string& task) {
+    const std::string name = "compare " + task + ", runs " + std::to_string(run_ids.front()) + "-" +
+                             std::to_string(run_ids.back());
+    store_comparison(*open_session_db(writer.path(), SessionAccess::write), name, run_ids);
+    std::fprintf(stderr, "stored %zu runs in %s as \"%s\"\n", run_ids.size(), writer.path().c_str(), name.c_str());
+}
+
 void compare(const CompareArgs& args) {
     auto registry = make_registry(args.plugins);
     const std::vector<std::string> specs = split_specs(args.methods);
@@ -112,8 +124,12 @@ void compare(const CompareArgs& args) {
 
     // A task file that cannot be read fails before the model loads.
     const std::string text = args.task == "passkey" ? "" : read_text_file(task_text_path(args), "task text");
+    std::unique_ptr<SessionWriter> writer = open_session_writer(args.store); // so does a bad database
     std::unique_ptr<Model> model = load_model(args.model);
-    const std::vector<TaskInstance> instances = make_task(args, text, model->tokenizer());
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<TaskInstance> instances = make_task(args, text, tok);
+    const RunRecord model_record = writer ? model_run_record(*model, args.model) : RunRecord{};
+    std::vector<int64_t> run_ids;
     std::vector<Cell> cells;
     std::map<std::pair<std::string, std::string>, size_t> index;
     auto start = std::chrono::steady_clock::now();
@@ -123,6 +139,10 @@ void compare(const CompareArgs& args) {
         ro.forced = inst.forced;
         ro.record_future = true;
         ReferenceRun ref = run_reference(*model, inst.prompt, ro);
+        RunRecord record = model_record;
+        record.prompt_text = tok.decode(inst.prompt, /*skip_special=*/false);
+        record.prompt_tokens = inst.prompt;
+        record.seed = args.seed;
         for (const std::string& spec : specs) {
             const bool compresses = Policy(resolve_method_spec(*registry, spec), budgets[0], 0).compresses();
             // The full cache does not depend on the budget: one run, one row.
@@ -135,7 +155,13 @@ void compare(const CompareArgs& args) {
                 options.method = spec;
                 options.budget = budget;
                 options.seed = args.seed;
-                RunSummary s = run_method(*model, *registry, inst.prompt, options, &ref);
+                if (writer) {
+                    record.method = spec;
+                    record.budget = budget_text;
+                    run_ids.push_back(writer->begin_run(record, [&tok](int32_t id) { return tok.token_bytes(id); }));
+                }
+                RunSummary s = run_method(*model, *registry, inst.prompt, options, &ref, writer.get());
+                if (writer) writer->end_run(s);
                 const std::string output = model->tokenizer().decode(s.tokens, /*skip_special=*/true);
                 const bool has_answer = !inst.answer.empty();
                 cells[it->second].add(s, has_answer && output.find(inst.answer) != std::string::npos, has_answer);
@@ -153,6 +179,7 @@ void compare(const CompareArgs& args) {
                                        std::to_string(args.steps) + " teacher-forced)";
     print_table(cells, task);
     if (!args.csv.empty()) write_csv(cells, args.task, args.csv);
+    if (writer) store_as_comparison(*writer, run_ids, task);
 }
 
 } // namespace
@@ -171,6 +198,7 @@ void add_compare_command(CLI::App& app) {
     cmd->add_option("--steps", args->steps, "text: teacher-forced continuation tokens")->capture_default_str();
     cmd->add_option("--seed", args->seed, "seed for the passkeys and seeded methods")->capture_default_str();
     cmd->add_option("--csv", args->csv, "also write the table as CSV");
+    add_store_options(*cmd, args->store);
     cmd->callback([args] { compare(*args); });
 }
 

@@ -7,6 +7,7 @@
 #include "core/model.h"
 #include "core/plugin_registry.h"
 #include "core/utf8.h"
+#include "sessions/writer.h"
 
 #include <cstdio>
 
@@ -25,6 +26,22 @@ struct RunArgs {
     bool steps = false;
     int64_t n_predict = 64;
     uint64_t seed = 0;
+    StoreOptions store;
+};
+
+// Hands each event to several observers: the printer and the session writer.
+class Fanout : public RunObserver {
+public:
+    explicit Fanout(std::vector<RunObserver*> observers) : observers_(std::move(observers)) {}
+    void on_step(const StepEvent& ev) override {
+        for (RunObserver* o : observers_) o->on_step(ev);
+    }
+    void on_decisions(int64_t step, const std::vector<Decision>& decisions) override {
+        for (RunObserver* o : observers_) o->on_decisions(step, decisions);
+    }
+
+private:
+    std::vector<RunObserver*> observers_;
 };
 
 // Streams the free-running tokens and remembers the steps for the table.
@@ -58,14 +75,18 @@ std::string mib(int64_t bytes) {
     return buf;
 }
 
-void print_summary(const RunSummary& s, const std::vector<StepEvent>& steps, bool table) {
-    if (table && !steps.empty()) {
-        std::printf("\n%5s %8s %8s %10s %8s %10s %9s %9s\n", "step", "token", "ref", "KL", "top-1", "KV bytes", "step ms",
-                    "policy ms");
-        for (const StepEvent& e : steps)
-            std::printf("%5lld %8d %8d %10.5f %8s %10lld %9.2f %9.3f\n", (long long)e.step, e.token, e.reference_token, e.kl,
-                        e.top1 ? "yes" : "no", (long long)e.kv_bytes, e.step_seconds * 1e3, e.policy_seconds * 1e3);
-    }
+} // namespace
+
+void print_step_table(const std::vector<StepEvent>& steps) {
+    if (steps.empty()) return;
+    std::printf("\n%5s %8s %8s %10s %8s %10s %9s %9s\n", "step", "token", "ref", "KL", "top-1", "KV bytes", "step ms",
+                "policy ms");
+    for (const StepEvent& e : steps)
+        std::printf("%5lld %8d %8d %10.5f %8s %10lld %9.2f %9.3f\n", (long long)e.step, e.token, e.reference_token, e.kl,
+                    e.top1 ? "yes" : "no", (long long)e.kv_bytes, e.step_seconds * 1e3, e.policy_seconds * 1e3);
+}
+
+void print_run_summary(const RunSummary& s) {
     std::printf("\nmethod    %s, budget %s\n", s.method.c_str(), s.budget.c_str());
     std::printf("tokens    %lld prompt, %lld steps\n", (long long)s.n_prompt, (long long)s.n_steps);
     if (s.has_reference) {
@@ -85,6 +106,8 @@ void print_summary(const RunSummary& s, const std::vector<StepEvent>& steps, boo
                 100 * s.policy_seconds / std::max(1e-9, s.prefill_seconds + s.decode_seconds));
 }
 
+namespace {
+
 void run(const RunArgs& args) {
     std::string text = args.prompt_file.empty() ? args.prompt : read_text_file(args.prompt_file, "prompt file");
     if (text.empty()) throw Error("run", "--prompt", "give a prompt with --prompt or --prompt-file");
@@ -95,9 +118,21 @@ void run(const RunArgs& args) {
     options.n_predict = args.n_predict;
     auto registry = make_registry(args.plugins);
     resolve_method_spec(*registry, args.method); // a bad spec fails before the model loads
+    std::unique_ptr<SessionWriter> writer = open_session_writer(args.store); // so does a bad database
 
     std::unique_ptr<Model> model = load_model(args.model);
-    std::vector<int32_t> prompt = encode_prompt(model->tokenizer(), text, args.chat, args.system);
+    const Tokenizer& tok = model->tokenizer();
+    std::vector<int32_t> prompt = encode_prompt(tok, text, args.chat, args.system);
+    int64_t run_id = 0;
+    if (writer) {
+        RunRecord record = model_run_record(*model, args.model);
+        record.method = args.method;
+        record.budget = options.budget.text();
+        record.prompt_text = text;
+        record.prompt_tokens = prompt;
+        record.seed = args.seed;
+        run_id = writer->begin_run(record, [&tok](int32_t id) { return tok.token_bytes(id); });
+    }
     ReferenceRun reference;
     if (args.reference) {
         ReferenceOptions ro;
@@ -107,11 +142,17 @@ void run(const RunArgs& args) {
         std::fprintf(stderr, "reference: %zu steps, prefill %.2f s, decode %.2f s\n", reference.tokens.size(),
                      reference.prefill_seconds, reference.decode_seconds);
     }
-    Printer printer(model->tokenizer());
-    RunSummary s = run_method(*model, *registry, prompt, options, args.reference ? &reference : nullptr, &printer);
+    Printer printer(tok);
+    std::vector<RunObserver*> observers{&printer};
+    if (writer) observers.insert(observers.begin(), writer.get()); // first: a printed token is already queued
+    Fanout fanout(observers);
+    RunSummary s = run_method(*model, *registry, prompt, options, args.reference ? &reference : nullptr, &fanout);
     printer.finish();
+    if (writer) writer->end_run(s);
     if (s.status != "ok") throw Error(s.error);
-    print_summary(s, printer.steps, args.steps);
+    if (args.steps) print_step_table(printer.steps);
+    print_run_summary(s);
+    if (writer) std::fprintf(stderr, "stored as run %lld in %s\n", (long long)run_id, writer->path().c_str());
 }
 
 } // namespace
@@ -136,6 +177,7 @@ void add_run_command(CLI::App& app) {
                   "also run the full cache and report token match, KL, top-1 agreement and perplexity against it");
     cmd->add_flag("--steps", args->steps, "print a per-step table");
     cmd->add_option("--seed", args->seed, "seed for seeded methods (random)")->capture_default_str();
+    add_store_options(*cmd, args->store);
     cmd->callback([args] { run(*args); });
 }
 

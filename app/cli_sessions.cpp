@@ -1,0 +1,125 @@
+// kvscope sessions: the runs kept in the sessions database — list them, show one, delete.
+#include "app/cli_common.h"
+
+#include "core/error.h"
+#include "core/utf8.h"
+#include "sessions/queries.h"
+#include "sessions/schema.h"
+
+#include <cstdio>
+#include <filesystem>
+
+namespace kvscope {
+
+namespace {
+
+struct SessionsArgs {
+    std::string db;
+    std::vector<int64_t> runs;
+    bool steps = false;
+};
+
+// `text` on one line of at most `width` bytes, cut at a whole UTF-8 character.
+std::string one_line(std::string text, size_t width) {
+    for (char& c : text)
+        if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+    if (text.size() <= width) return text;
+    text.resize(width - 3);
+    text.resize(complete_utf8_prefix(text));
+    return text + "...";
+}
+
+std::string percent(double fraction) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%.1f%%", 100 * fraction);
+    return buf;
+}
+
+void list(const SessionsArgs& args) {
+    const std::string path = session_db_path(args.db);
+    if (!std::filesystem::exists(path)) { // nothing stored yet; reading creates nothing
+        std::printf("no runs: %s does not exist yet\n", path.c_str());
+        return;
+    }
+    auto db = open_session_db(path, SessionAccess::read);
+    const std::vector<StoredRun> runs = list_runs(*db);
+    if (runs.empty()) {
+        std::printf("no runs in %s\n", db->path().c_str());
+        return;
+    }
+    std::printf("%5s  %-19s  %-10s  %-30s %7s %6s %7s %9s  %-24s %s\n", "run", "started (UTC)", "status", "method",
+                "budget", "steps", "match", "mean KL", "model", "prompt");
+    for (const StoredRun& r : runs) {
+        const bool measured = r.summary && r.summary->has_reference;
+        const std::string match = measured && r.summary->token_match >= 0 ? percent(r.summary->token_match) : "-";
+        char kl[16] = "-";
+        if (measured) std::snprintf(kl, sizeof kl, "%.4f", r.summary->mean_kl);
+        std::string started = r.started_at.substr(0, 19);
+        if (started.size() > 10) started[10] = ' ';
+        std::printf("%5lld  %-19s  %-10s  %-30s %7s %6lld %7s %9s  %-24s %s\n", (long long)r.id, started.c_str(),
+                    r.status.c_str(), one_line(r.record.method, 30).c_str(), r.record.budget.c_str(),
+                    (long long)r.stored_steps, match.c_str(), kl,
+                    one_line(std::filesystem::path(r.record.model_path).filename().string(), 24).c_str(),
+                    one_line(r.record.prompt_text, 40).c_str());
+    }
+}
+
+void show(const SessionsArgs& args) {
+    auto db = open_session_db(session_db_path(args.db), SessionAccess::read);
+    for (int64_t id : args.runs) {
+        const StoredRun r = load_run(*db, id);
+        const RunRecord& rec = r.record;
+        std::printf("run %lld (%s)\n", (long long)r.id, r.status.c_str());
+        std::printf("model     %s\n          %s\n", rec.model_path.c_str(), rec.model_hash.c_str());
+        std::printf("method    %s, budget %s, seed %llu\n", rec.method.c_str(), rec.budget.c_str(),
+                    (unsigned long long)rec.seed);
+        std::printf("device    %s, %s; build %s\n", rec.device.c_str(), rec.dtype.c_str(), r.build_version.c_str());
+        std::printf("time      started %s, %s\n", r.started_at.c_str(),
+                    r.ended_at.empty() ? "did not finish (its process stopped)" : ("ended " + r.ended_at).c_str());
+        std::printf("prompt    %zu tokens: %s\n", rec.prompt_tokens.size(), one_line(rec.prompt_text, 100).c_str());
+        std::printf("stored    %lld steps, decisions at %zu of them\n", (long long)r.stored_steps,
+                    steps_with_decisions(*db, id).size());
+        if (!r.error.empty()) std::printf("error     %s\n", r.error.c_str());
+        if (args.steps) {
+            std::vector<StepEvent> events;
+            for (const StoredStep& s : load_steps(*db, id)) events.push_back(s.event);
+            print_step_table(events);
+        }
+        if (r.summary) print_run_summary(*r.summary);
+        std::printf("\n");
+    }
+}
+
+// All or none: an unknown id deletes nothing.
+void remove(const SessionsArgs& args) {
+    auto db = open_session_db(session_db_path(args.db), SessionAccess::write);
+    sql::Transaction transaction(*db, "deleting runs");
+    for (int64_t id : args.runs) delete_run(*db, id);
+    transaction.commit();
+    for (int64_t id : args.runs) std::printf("deleted run %lld\n", (long long)id);
+}
+
+} // namespace
+
+void add_sessions_command(CLI::App& app) {
+    auto args = std::make_shared<SessionsArgs>();
+    CLI::App* cmd = app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete");
+    cmd->require_subcommand(1);
+
+    CLI::App* list_cmd = cmd->add_subcommand("list", "One line per stored run, oldest first");
+    add_db_option(*list_cmd, args->db);
+    list_cmd->callback([args] { list(*args); });
+
+    CLI::App* show_cmd = cmd->add_subcommand("show", "A stored run's settings, what was stored and its summary");
+    add_db_option(*show_cmd, args->db);
+    show_cmd->add_option("run", args->runs, "run id (from `kvscope sessions list`)")->required();
+    show_cmd->add_flag("--steps", args->steps, "also print the per-step table");
+    show_cmd->callback([args] { show(*args); });
+
+    CLI::App* delete_cmd = cmd->add_subcommand("delete", "Delete runs with their steps and decisions");
+    add_db_option(*delete_cmd, args->db);
+    delete_cmd->add_option("run", args->runs, "run ids")->required();
+    delete_cmd->callback([args] { remove(*args); });
+}
+
+} // namespace kvscope

@@ -1,0 +1,165 @@
+#include "sessions/queries.h"
+
+#include "core/error.h"
+#include "core/policy.h"
+#include "sessions/decision_blob.h"
+#include "sessions/schema.h"
+#include "sessions/token_blob.h"
+
+namespace kvscope {
+
+namespace {
+
+const char* const kRunColumns =
+    "id, model_path, model_hash, method, budget, prompt_text, prompt_tokens, seed, device, dtype, build_version, "
+    "started_at, ended_at, status, error, has_reference, n_steps, token_match, first_divergence, mean_kl, max_kl, "
+    "top1, ppl_method, ppl_reference, kv_bytes, peak_kv_bytes, reference_kv_bytes, final_context, prefill_seconds, "
+    "decode_seconds, policy_seconds, (SELECT count(*) FROM steps WHERE run_id = runs.id)";
+
+std::string run_name(int64_t id) { return "run " + std::to_string(id); }
+
+// A measured value, or `otherwise` when the column is NULL (not measured).
+double real_or(const sql::Statement& q, int column, double otherwise) {
+    return q.is_null(column) ? otherwise : q.real(column);
+}
+
+RunSummary read_summary(const sql::Statement& q, const StoredRun& run) {
+    RunSummary s;
+    s.method = run.record.method;
+    s.budget = run.record.budget;
+    s.status = run.status;
+    s.error = run.error;
+    s.n_prompt = int64_t(run.record.prompt_tokens.size());
+    s.has_reference = q.int64(15) != 0;
+    s.n_steps = q.int64(16);
+    s.token_match = real_or(q, 17, s.has_reference ? -1 : 1); // NULL with a reference: forced, not measured
+    s.first_divergence = q.is_null(18) ? -1 : q.int64(18);
+    s.mean_kl = real_or(q, 19, 0);
+    s.max_kl = real_or(q, 20, 0);
+    s.top1 = real_or(q, 21, 1);
+    s.ppl_method = real_or(q, 22, 0);
+    s.ppl_reference = real_or(q, 23, 0);
+    s.kv_bytes = q.int64(24);
+    s.peak_kv_bytes = q.int64(25);
+    s.reference_kv_bytes = q.int64(26);
+    s.final_context = q.int64(27);
+    s.prefill_seconds = q.real(28);
+    s.decode_seconds = q.real(29);
+    s.policy_seconds = q.real(30);
+    return s;
+}
+
+StoredRun read_run(const sql::Statement& q, const std::string& path) {
+    StoredRun run;
+    run.id = q.int64(0);
+    RunRecord& r = run.record;
+    r.model_path = q.text(1);
+    r.model_hash = q.text(2);
+    r.method = q.text(3);
+    r.budget = q.text(4);
+    r.prompt_text = q.text(5);
+    r.prompt_tokens = unpack_tokens(q.text(6), path + ": " + run_name(run.id));
+    r.seed = uint64_t(q.int64(7));
+    r.device = q.text(8);
+    r.dtype = q.text(9);
+    run.build_version = q.text(10);
+    run.started_at = q.text(11);
+    run.ended_at = q.text(12);
+    run.status = q.text(13);
+    run.error = q.text(14);
+    if (!q.is_null(16)) run.summary = read_summary(q, run); // n_steps: set when the run ended
+    run.stored_steps = q.int64(31);
+    return run;
+}
+
+} // namespace
+
+std::vector<StoredRun> list_runs(sql::Connection& db) {
+    sql::Statement q = db.prepare(std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY id", "listing runs");
+    std::vector<StoredRun> runs;
+    while (q.step()) runs.push_back(read_run(q, db.path()));
+    return runs;
+}
+
+StoredRun load_run(sql::Connection& db, int64_t id) {
+    sql::Statement q = db.prepare(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?1", "reading a run");
+    q.bind_int(1, id);
+    if (!q.step()) throw Error(db.path(), run_name(id), "no such run");
+    return read_run(q, db.path());
+}
+
+std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id) {
+    sql::Statement q = db.prepare("SELECT step, token, text, logprob, reference_token, reference_logprob, kl, top1, "
+                                  "kv_bytes, kv_slots, step_seconds, policy_seconds FROM steps WHERE run_id = ?1 "
+                                  "ORDER BY step",
+                                  "reading steps");
+    q.bind_int(1, run_id);
+    std::vector<StoredStep> steps;
+    while (q.step()) {
+        StoredStep s;
+        StepEvent& e = s.event;
+        e.step = q.int64(0);
+        e.token = int32_t(q.int64(1));
+        s.text = q.text(2);
+        e.logprob = q.real(3);
+        e.reference_token = q.is_null(4) ? -1 : int32_t(q.int64(4));
+        e.reference_logprob = real_or(q, 5, 0);
+        e.kl = real_or(q, 6, 0);
+        e.top1 = q.is_null(7) || q.int64(7) != 0;
+        e.kv_bytes = q.int64(8);
+        e.kv_slots = q.int64(9);
+        e.step_seconds = q.real(10);
+        e.policy_seconds = q.real(11);
+        steps.push_back(std::move(s));
+    }
+    return steps;
+}
+
+std::vector<Decision> load_decisions(sql::Connection& db, int64_t run_id, int64_t step) {
+    sql::Statement q =
+        db.prepare("SELECT size, data FROM decisions WHERE run_id = ?1 AND step = ?2", "reading decisions");
+    q.bind_int(1, run_id).bind_int(2, step);
+    if (!q.step()) return {};
+    return decode_decisions(q.text(1), q.int64(0),
+                            db.path() + ": " + run_name(run_id) + " step " + std::to_string(step));
+}
+
+std::vector<int64_t> steps_with_decisions(sql::Connection& db, int64_t run_id) {
+    sql::Statement q = db.prepare("SELECT step FROM decisions WHERE run_id = ?1 ORDER BY step", "reading decisions");
+    q.bind_int(1, run_id);
+    std::vector<int64_t> steps;
+    while (q.step()) steps.push_back(q.int64(0));
+    return steps;
+}
+
+void delete_run(sql::Connection& db, int64_t id) {
+    sql::Statement q = db.prepare("DELETE FROM runs WHERE id = ?1", "deleting a run");
+    q.bind_int(1, id).execute();
+    if (db.changes() == 0) throw Error(db.path(), run_name(id), "no such run");
+}
+
+int64_t store_comparison(sql::Connection& db, const std::string& name, const std::vector<int64_t>& run_ids) {
+    sql::Transaction transaction(db, "storing a comparison");
+    db.prepare(std::string("INSERT INTO comparisons (name, created_at) VALUES (?1, ") + kSqlNow + ")",
+               "storing a comparison")
+        .bind_text(1, name)
+        .execute();
+    const int64_t id = db.last_insert_id();
+    sql::Statement add =
+        db.prepare("INSERT INTO comparison_runs (comparison_id, run_id) VALUES (?1, ?2)", "storing a comparison");
+    for (int64_t run : run_ids) add.bind_int(1, id).bind_int(2, run).execute();
+    transaction.commit();
+    return id;
+}
+
+std::vector<int64_t> comparison_runs(sql::Connection& db, const std::string& name) {
+    sql::Statement q = db.prepare("SELECT run_id FROM comparison_runs JOIN comparisons ON comparisons.id = comparison_id "
+                                  "WHERE name = ?1 ORDER BY run_id",
+                                  "reading a comparison");
+    q.bind_text(1, name);
+    std::vector<int64_t> runs;
+    while (q.step()) runs.push_back(q.int64(0));
+    return runs;
+}
+
+} // namespace kvscope

@@ -1,0 +1,29 @@
+// Reading the sessions database back: runs, their steps and decisions; deleting runs.
+// Every function throws Error naming the file (and the run) on a failure or a damaged row.
+#pragma once
+
+#include "sessions/records.h"
+#include "sessions/sqlite.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace kvscope {
+
+// Every run, oldest first.
+std::vector<StoredRun> list_runs(sql::Connection& db);
+// Throws Error("<file>", "run <id>", "no such run") for an id not in the database.
+StoredRun load_run(sql::Connection& db, int64_t id);
+std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id);
+// The step's decisions, empty when the method evicted nothing there.
+std::vector<Decision> load_decisions(sql::Connection& db, int64_t run_id, int64_t step);
+// The steps that have decisions, in order.
+std::vector<int64_t> steps_with_decisions(sql::Connection& db, int64_t run_id);
+// Deletes a run with its steps, decisions, samples and comparison entries.
+void delete_run(sql::Connection& db, int64_t id);
+// Stores a named collection of runs (a `kvscope compare`); returns its id.
+int64_t store_comparison(sql::Connection& db, const std::string& name, const std::vector<int64_t>& run_ids);
+// The runs of the comparison called `name`, in order.
+std::vector<int64_t> comparison_runs(sql::Connection& db, const std::string& name);
+
+} // namespace kvscope

@@ -1,0 +1,39 @@
+// What the sessions database holds about a run, as C++ values: the writer stores them,
+// the queries read them back.
+#pragma once
+
+#include "core/engine.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+// What is known when a run starts.
+struct RunRecord {
+    std::string model_path, model_hash; // model_hash(): sessions/model_hash.h
+    std::string method, budget;         // as given; the method becomes canonical when the run ends
+    std::string prompt_text;
+    std::vector<int32_t> prompt_tokens;
+    uint64_t seed = 0;
+    std::string device, dtype;          // "cpu", "cuda:0"; "f32", "bf16", "f16"
+};
+
+struct StoredRun {
+    int64_t id = 0;
+    RunRecord record;
+    std::string build_version, started_at, ended_at; // ended_at empty while unfinished
+    std::string status, error;                        // 'unfinished', 'ok' or 'failed'
+    std::optional<RunSummary> summary;                // once the run ended (the summary's
+                                                      // per-token and per-head fields stay empty)
+    int64_t stored_steps = 0;
+};
+
+struct StoredStep {
+    StepEvent event;  // reference_token -1, kl 0, top1 true without a reference, as the engine sends it
+    std::string text; // the token's bytes
+};
+
+} // namespace kvscope
