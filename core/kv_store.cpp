@@ -341,16 +341,28 @@ void KvStore::evict(int64_t layer, const std::vector<std::vector<int64_t>>& evic
             h.holes.push_back(int32_t(r));
             pending_holes_.push_back(pool_row(h, r));
         }
-        std::sort(gone.begin(), gone.end());
-        auto kept_end = std::remove_if(h.positions.begin(), h.positions.end(),
-                                       [&](int32_t p) { return std::binary_search(gone.begin(), gone.end(), p); });
-        h.positions.erase(kept_end, h.positions.end());
+        remove_positions(h.positions, gone);
         std::sort(h.holes.begin(), h.holes.end(), std::greater<>());
         compact(h, pending_from_, pending_to_);
     }
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
     rows_changed();
     if (!defer) apply_pending();
+}
+
+// Removes `gone` (positions held) from the increasing `positions`. A decode step evicts a
+// token or two per head: one binary search and one move each. A prefill's eviction
+// removes many: one pass.
+void KvStore::remove_positions(std::vector<int32_t>& positions, std::vector<int32_t>& gone) {
+    std::sort(gone.begin(), gone.end());
+    if (gone.size() <= 4) {
+        for (auto p = gone.rbegin(); p != gone.rend(); ++p)
+            positions.erase(std::lower_bound(positions.begin(), positions.end(), *p));
+        return;
+    }
+    auto kept_end = std::remove_if(positions.begin(), positions.end(),
+                                   [&](int32_t p) { return std::binary_search(gone.begin(), gone.end(), p); });
+    positions.erase(kept_end, positions.end());
 }
 
 void KvStore::apply_pending() {

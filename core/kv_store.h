@@ -130,6 +130,7 @@ private:
     }
     // Moves the tokens of h's trailing pages into its holes and frees those pages.
     void compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>& to);
+    static void remove_positions(std::vector<int32_t>& positions, std::vector<int32_t>& gone);
     int32_t take_page();
     void reserve_pages(int64_t n_free_needed);
     void resize_pool(int64_t n_pages);
