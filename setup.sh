@@ -25,6 +25,7 @@ debian_packages=(
   libutf8proc-dev                               # Unicode normalization (NFC) for tokenizers
   libdlpack-dev                                 # the tensor exchange struct of the plugin ABI
   libsqlite3-dev zlib1g-dev libssl-dev          # sessions: the database, decision blobs, model SHA-256
+  libstb-dev fonts-dejavu-core                  # report: PNG plots (stb_image_write, stb_truetype) and their font
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
 )
 

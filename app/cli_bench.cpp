@@ -1,7 +1,8 @@
 // kvscope bench: prefill and decode speed of a model at given context lengths, with the
 // full KV cache (bench/compare_llama_cpp.py runs it beside llama.cpp on the same file), or
 // with cache methods at a budget beside the full cache in the same run (--methods): the
-// policy's overhead and the bytes it saves.
+// policy's overhead and the bytes it saves; with --record also what storing the runs in a
+// sessions database costs in speed and in disk.
 #include "app/cli_common.h"
 
 #include "core/engine.h"
@@ -10,11 +11,17 @@
 #include "core/kv_store.h"
 #include "core/model.h"
 #include "core/npy.h"
+#include "core/tokenizer.h"
+#include "sessions/writer.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <unistd.h>
 
 namespace kvscope {
 
@@ -30,7 +37,14 @@ struct BenchArgs {
     std::vector<std::string> plugins;
     std::string methods;       // empty: the full-cache speed table
     std::string budget = "50%";
+    bool record = false;       // also run each method recorded into a sessions database
 };
+
+std::string format(const char* fmt, double a, double b) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, fmt, a, b);
+    return buf;
+}
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -53,18 +67,28 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
         if (spec != "full") specs.push_back(spec);
     for (const std::string& spec : specs) resolve_method_spec(*registry, spec);
     if (!args.json)
-        std::printf("%-8s %-58s %7s %14s %13s %8s %9s %6s %7s\n", "context", "method", "budget", "prefill tok/s",
-                    "decode tok/s", "vs full", "KV MiB", "KV %", "policy");
+        std::printf("%-8s %-58s %7s %14s %13s %8s %9s %6s %7s%s\n", "context", "method", "budget", "prefill tok/s",
+                    "decode tok/s", "vs full", "KV MiB", "KV %", "policy", args.record ? "  recorded  DB KiB/1k steps" : "");
+    const RunRecord model_record = args.record ? model_run_record(model, args.model) : RunRecord{};
     for (int64_t context : args.contexts) {
         const std::vector<int32_t> prompt = prompt_of(source, context);
         // Rounds go over every method in turn, and each method's speed is compared with the
         // full cache's of the same round: drift in the machine's speed (a GPU's host, a
         // busy CPU) then moves both sides of a ratio together.
+        // With --record, each method also runs into a database of its own (in the same
+        // round, right after its unrecorded run): the speed ratio of the two, and the
+        // database's size per 1,000 decode steps.
         struct Series {
-            std::vector<double> prefill, decode, ratio, policy;
+            std::vector<double> prefill, decode, ratio, policy, recorded;
             RunSummary last;
+            std::unique_ptr<SessionWriter> writer;
+            int64_t recorded_steps = 0;
         };
         std::vector<Series> series(specs.size());
+        const std::filesystem::path db_dir = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(getpid()));
+        if (args.record) std::filesystem::create_directories(db_dir);
+        for (size_t i = 0; i < specs.size() && args.record; ++i)
+            series[i].writer = std::make_unique<SessionWriter>((db_dir / (std::to_string(i) + ".db")).string());
         for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
             for (size_t i = 0; i < specs.size(); ++i) {
                 RunOptions options;
@@ -76,13 +100,33 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
                 if (s.status != "ok") throw Error(s.error);
                 Series& out = series[i];
                 out.last = s;
+                double recorded = 0;
+                if (out.writer) {
+                    RunRecord record = model_record;
+                    record.method = specs[i];
+                    record.budget = options.budget.text();
+                    record.prompt_tokens = prompt;
+                    out.writer->begin_run(record, [&](int32_t id) { return model.tokenizer().token_bytes(id); });
+                    RunSummary rs = run_method(model, *registry, prompt, options, nullptr, out.writer.get());
+                    out.writer->end_run(rs);
+                    out.recorded_steps += rs.n_steps;
+                    recorded = rs.decode_tokens_per_second();
+                }
                 if (r == 0) continue;
                 out.prefill.push_back(double(context) / s.prefill_seconds);
                 out.decode.push_back(s.decode_tokens_per_second());
                 out.ratio.push_back(out.decode.back() / series[0].decode.back());
                 out.policy.push_back(s.policy_seconds / (s.prefill_seconds + s.decode_seconds));
+                if (out.writer) out.recorded.push_back(recorded / out.decode.back());
             }
         }
+        std::vector<double> db_kib_per_1k(specs.size(), 0);
+        for (size_t i = 0; i < specs.size() && args.record; ++i) {
+            const std::string path = series[i].writer->path();
+            series[i].writer.reset(); // closing checkpoints the WAL into the file
+            db_kib_per_1k[i] = double(std::filesystem::file_size(path)) / 1024.0 / double(series[i].recorded_steps) * 1000.0;
+        }
+        if (args.record) std::filesystem::remove_all(db_dir);
         const double full_bytes = double(series[0].last.kv_bytes);
         for (size_t i = 0; i < specs.size(); ++i) {
             const Series& x = series[i];
@@ -91,15 +135,19 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
                 std::printf("{\"engine\": \"kvscope\", \"context\": %lld, \"decode_tokens\": %lld, \"threads\": %d, "
                             "\"device\": \"%s\", \"method\": \"%s\", \"budget\": \"%s\", \"prefill_tokens_per_second\": %.3f, "
                             "\"decode_tokens_per_second\": %.3f, \"decode_vs_full\": %.4f, \"kv_bytes\": %lld, "
-                            "\"full_kv_bytes\": %.0f, \"policy_share\": %.4f}\n",
+                            "\"full_kv_bytes\": %.0f, \"policy_share\": %.4f%s}\n",
                             (long long)context, (long long)args.decode, at::get_num_threads(), model.device().str().c_str(),
                             s.method.c_str(), s.budget.c_str(), median(x.prefill), median(x.decode), median(x.ratio),
-                            (long long)s.kv_bytes, full_bytes, median(x.policy));
+                            (long long)s.kv_bytes, full_bytes, median(x.policy),
+                            args.record ? (", \"recorded_vs_unrecorded\": " + std::to_string(median(x.recorded)) +
+                                           ", \"db_kib_per_1000_steps\": " + std::to_string(db_kib_per_1k[i])).c_str()
+                                        : "");
             else
-                std::printf("%-8lld %-58s %7s %14.1f %13.1f %7.1f%% %9.2f %5.1f%% %6.2f%%\n", (long long)context,
+                std::printf("%-8lld %-58s %7s %14.1f %13.1f %7.1f%% %9.2f %5.1f%% %6.2f%%%s\n", (long long)context,
                             s.method.c_str(), i == 0 ? "-" : s.budget.c_str(), median(x.prefill), median(x.decode),
                             100 * median(x.ratio), double(s.kv_bytes) / 1048576.0, 100 * double(s.kv_bytes) / full_bytes,
-                            100 * median(x.policy));
+                            100 * median(x.policy),
+                            args.record ? format("  %7.1f%%  %15.1f", 100 * median(x.recorded), db_kib_per_1k[i]).c_str() : "");
             std::fflush(stdout);
         }
     }
@@ -163,6 +211,9 @@ void add_bench_command(CLI::App& app) {
                     "comma-separated run specs to time beside the full cache (policy overhead and KV bytes)");
     cmd->add_option("--budget", args->budget, "budget for --methods: a count or a fraction of the context")
         ->capture_default_str();
+    cmd->add_flag("--record", args->record,
+                  "with --methods: also run each method recorded into a sessions database (a temporary one): decode "
+                  "speed recorded vs not, and database size per 1,000 decode steps");
     add_plugin_option(*cmd, args->plugins);
     cmd->callback([args] { run_bench(*args); });
 }

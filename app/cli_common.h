@@ -78,5 +78,6 @@ void add_methods_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_sessions_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 } // namespace kvscope

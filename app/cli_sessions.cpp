@@ -1,8 +1,10 @@
-// kvscope sessions: the runs kept in the sessions database — list them, show one, delete.
+// kvscope sessions: the runs kept in the sessions database — list them, show one, delete,
+// import an export.
 #include "app/cli_common.h"
 
 #include "core/error.h"
 #include "core/utf8.h"
+#include "sessions/export.h"
 #include "sessions/queries.h"
 #include "sessions/schema.h"
 
@@ -17,6 +19,7 @@ struct SessionsArgs {
     std::string db;
     std::vector<int64_t> runs;
     bool steps = false;
+    std::string file; // import
 };
 
 // `text` on one line of at most `width` bytes, cut at a whole UTF-8 character.
@@ -99,11 +102,20 @@ void remove(const SessionsArgs& args) {
     for (int64_t id : args.runs) std::printf("deleted run %lld\n", (long long)id);
 }
 
+// All or none, as new runs: `kvscope export --format json` of them gives the file's bytes.
+void import(const SessionsArgs& args) {
+    const std::string text = read_text_file(args.file, "runs export");
+    auto db = open_session_db(session_db_path(args.db), SessionAccess::write);
+    for (int64_t id : import_json(*db, text, args.file))
+        std::printf("imported run %lld: %s\n", (long long)id, load_run(*db, id).record.method.c_str());
+}
+
 } // namespace
 
 void add_sessions_command(CLI::App& app) {
     auto args = std::make_shared<SessionsArgs>();
-    CLI::App* cmd = app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete");
+    CLI::App* cmd =
+        app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete, import");
     cmd->require_subcommand(1);
 
     CLI::App* list_cmd = cmd->add_subcommand("list", "One line per stored run, oldest first");
@@ -120,6 +132,12 @@ void add_sessions_command(CLI::App& app) {
     add_db_option(*delete_cmd, args->db);
     delete_cmd->add_option("run", args->runs, "run ids")->required();
     delete_cmd->callback([args] { remove(*args); });
+
+    CLI::App* import_cmd = cmd->add_subcommand("import", "Store the runs of a `kvscope export --format json` file "
+                                                         "as new runs (with their comparisons)");
+    add_db_option(*import_cmd, args->db);
+    import_cmd->add_option("file", args->file, "the JSON export")->required();
+    import_cmd->callback([args] { import(*args); });
 }
 
 } // namespace kvscope

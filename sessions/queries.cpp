@@ -162,4 +162,27 @@ std::vector<int64_t> comparison_runs(sql::Connection& db, const std::string& nam
     return runs;
 }
 
+void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run_id) {
+    db.prepare(std::string("INSERT OR IGNORE INTO comparisons (name, created_at) VALUES (?1, ") + kSqlNow + ")",
+               "storing a comparison")
+        .bind_text(1, name)
+        .execute();
+    db.prepare("INSERT OR IGNORE INTO comparison_runs (comparison_id, run_id) "
+               "SELECT id, ?2 FROM comparisons WHERE name = ?1",
+               "storing a comparison")
+        .bind_text(1, name)
+        .bind_int(2, run_id)
+        .execute();
+}
+
+std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id) {
+    sql::Statement q = db.prepare("SELECT name FROM comparisons JOIN comparison_runs ON comparison_id = comparisons.id "
+                                  "WHERE run_id = ?1 ORDER BY name",
+                                  "reading a run's comparisons");
+    q.bind_int(1, run_id);
+    std::vector<std::string> names;
+    while (q.step()) names.push_back(q.text(0));
+    return names;
+}
+
 } // namespace kvscope

@@ -25,5 +25,9 @@ void delete_run(sql::Connection& db, int64_t id);
 int64_t store_comparison(sql::Connection& db, const std::string& name, const std::vector<int64_t>& run_ids);
 // The runs of the comparison called `name`, in order.
 std::vector<int64_t> comparison_runs(sql::Connection& db, const std::string& name);
+// Adds a run to the comparison called `name`, creating the comparison when there is none.
+void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run_id);
+// The names of the comparisons that hold the run, in name order.
+std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id);
 
 } // namespace kvscope

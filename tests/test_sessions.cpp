@@ -9,6 +9,7 @@
 #include "sessions/queries.h"
 #include "sessions/schema.h"
 #include "sessions/writer.h"
+#include "session_samples.h"
 #include "test_util.h"
 
 #include <sqlite3.h>
@@ -27,6 +28,7 @@ namespace kvscope {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using test::expect_error;
 
 std::string scratch(const std::string& name) { return test::scratch_dir("sessions/" + name); }
 
@@ -73,29 +75,7 @@ std::vector<Decision> sample_decisions(int64_t n, uint32_t seed) {
     return out;
 }
 
-RunSummary sample_summary(int64_t n_steps) {
-    RunSummary s;
-    s.method = "h2o(recent=0.5)";
-    s.budget = "32";
-    s.n_prompt = 4;
-    s.n_steps = n_steps;
-    s.has_reference = true;
-    s.token_match = 0.75;
-    s.first_divergence = 3;
-    s.mean_kl = 0.125;
-    s.max_kl = 0.5;
-    s.top1 = 0.5;
-    s.ppl_method = 12;
-    s.ppl_reference = 10;
-    s.kv_bytes = 4096;
-    s.peak_kv_bytes = 8192;
-    s.reference_kv_bytes = 16384;
-    s.final_context = 40;
-    s.prefill_seconds = 0.01;
-    s.decode_seconds = 0.1;
-    s.policy_seconds = 0.02;
-    return s;
-}
+using test::sample_summary;
 
 // Writes one whole run of `n_steps` (decisions at every second step); returns its id.
 int64_t store_run(SessionWriter& writer, int64_t n_steps) {
@@ -126,17 +106,6 @@ void write_file(const std::string& path, const std::string& bytes) {
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Runs `statement` expecting an Error whose message holds each of `words`.
-template <class F>
-void expect_error(F statement, const std::vector<std::string>& words) {
-    try {
-        statement();
-        ADD_FAILURE() << "no Error thrown";
-    } catch (const Error& e) {
-        for (const std::string& w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
-    }
 }
 
 // ---- schema and migrations ------------------------------------------------------------

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "core/default_model.h"
+#include "core/error.h"
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 namespace kvscope::test {
 
@@ -38,6 +40,17 @@ inline std::string scratch_dir(const std::string& name) {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     return dir.string();
+}
+
+// Runs `statement` expecting an Error whose message holds each of `words`.
+template <class F>
+void expect_error(F statement, const std::vector<std::string>& words) {
+    try {
+        statement();
+        ADD_FAILURE() << "no Error thrown";
+    } catch (const Error& e) {
+        for (const std::string& w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+    }
 }
 
 } // namespace kvscope::test

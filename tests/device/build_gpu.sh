@@ -5,7 +5,7 @@
 #   source tests/device/build_gpu.sh            (run with carry: [".deps"])
 #
 # Uses the `gpu` preset against python3's CUDA libtorch. That machine reaches no
-# registry, so nlohmann_json, CLI11, DLPack, PCRE2 and SQLite come from .deps/
+# registry, so nlohmann_json, CLI11, DLPack, PCRE2, stb and SQLite come from .deps/
 # (tests/device/pack_deps.sh, run beforehand on a machine that has them). Environment:
 # PYTHON (default python3), JOBS (default: all cores), CMAKE_ARGS (extra configure arguments).
 set -euo pipefail

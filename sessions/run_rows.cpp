@@ -1,0 +1,94 @@
+#include "sessions/run_rows.h"
+
+#include "core/policy.h"
+#include "sessions/decision_blob.h"
+#include "sessions/token_blob.h"
+
+namespace kvscope::rows {
+
+const char* const kRecordColumns = "model_path, model_hash, method, budget, prompt_text, prompt_tokens, seed, device, dtype";
+const char* const kSummaryColumns =
+    "has_reference, n_steps, token_match, first_divergence, mean_kl, max_kl, top1, ppl_method, ppl_reference, "
+    "kv_bytes, peak_kv_bytes, reference_kv_bytes, final_context, prefill_seconds, decode_seconds, policy_seconds";
+
+namespace {
+
+// A value that is NULL when it was not measured.
+void bind_measured(sql::Statement& q, int i, bool measured, double value) {
+    if (measured) q.bind_real(i, value);
+}
+
+} // namespace
+
+std::string placeholders(int first, int count) {
+    std::string out;
+    for (int i = first; i < first + count; ++i) out += (i == first ? "?" : ", ?") + std::to_string(i);
+    return out;
+}
+
+void bind_record(sql::Statement& q, int first, const RunRecord& r) {
+    q.bind_text(first, r.model_path)
+        .bind_text(first + 1, r.model_hash)
+        .bind_text(first + 2, r.method)
+        .bind_text(first + 3, r.budget)
+        .bind_text(first + 4, r.prompt_text)
+        .bind_blob(first + 5, pack_tokens(r.prompt_tokens))
+        .bind_int(first + 6, int64_t(r.seed))
+        .bind_text(first + 7, r.device)
+        .bind_text(first + 8, r.dtype);
+}
+
+void bind_summary(sql::Statement& q, int first, const RunSummary& s) {
+    const bool ref = s.has_reference;
+    q.bind_int(first, ref).bind_int(first + 1, s.n_steps);
+    bind_measured(q, first + 2, ref && s.token_match >= 0, s.token_match);
+    if (ref && s.first_divergence >= 0) q.bind_int(first + 3, s.first_divergence);
+    bind_measured(q, first + 4, ref, s.mean_kl);
+    bind_measured(q, first + 5, ref, s.max_kl);
+    bind_measured(q, first + 6, ref, s.top1);
+    bind_measured(q, first + 7, ref, s.ppl_method);
+    bind_measured(q, first + 8, ref, s.ppl_reference);
+    q.bind_int(first + 9, s.kv_bytes).bind_int(first + 10, s.peak_kv_bytes);
+    if (ref) q.bind_int(first + 11, s.reference_kv_bytes);
+    q.bind_int(first + 12, s.final_context)
+        .bind_real(first + 13, s.prefill_seconds)
+        .bind_real(first + 14, s.decode_seconds)
+        .bind_real(first + 15, s.policy_seconds);
+}
+
+sql::Statement prepare_step(sql::Connection& db) {
+    return db.prepare("INSERT INTO steps (run_id, step, token, text, logprob, reference_token, reference_logprob, "
+                      "kl, top1, match, kv_bytes, kv_slots, step_seconds, policy_seconds) "
+                      "VALUES (" + placeholders(1, 14) + ")",
+                      "storing a step");
+}
+
+sql::Statement prepare_decisions(sql::Connection& db) {
+    return db.prepare("INSERT INTO decisions (run_id, step, n_heads, size, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                      "storing a step's decisions");
+}
+
+void insert_step(sql::Statement& q, int64_t run_id, const StepEvent& e, std::string_view text) {
+    q.bind_int(1, run_id).bind_int(2, e.step).bind_int(3, e.token).bind_blob(4, text);
+    q.bind_real(5, e.logprob);
+    if (e.reference_token >= 0) // otherwise 6-10 stay NULL
+        q.bind_int(6, e.reference_token)
+            .bind_real(7, e.reference_logprob)
+            .bind_real(8, e.kl)
+            .bind_int(9, e.top1)
+            .bind_int(10, e.token == e.reference_token);
+    q.bind_int(11, e.kv_bytes).bind_int(12, e.kv_slots).bind_real(13, e.step_seconds).bind_real(14, e.policy_seconds);
+    q.execute();
+}
+
+void insert_decisions(sql::Statement& q, int64_t run_id, int64_t step, const std::vector<Decision>& decisions) {
+    const DecisionBlob blob = encode_decisions(decisions);
+    q.bind_int(1, run_id)
+        .bind_int(2, step)
+        .bind_int(3, int64_t(decisions.size()))
+        .bind_int(4, blob.size)
+        .bind_blob(5, blob.data)
+        .execute();
+}
+
+} // namespace kvscope::rows
