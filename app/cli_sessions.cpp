@@ -1,12 +1,14 @@
 // kvscope sessions: the runs kept in the sessions database — list them, show one, delete,
-// import an export.
+// import an export, merge other databases in (a sweep's shards).
 #include "app/cli_common.h"
 
 #include "core/error.h"
 #include "core/utf8.h"
 #include "sessions/export.h"
+#include "sessions/merge.h"
 #include "sessions/queries.h"
 #include "sessions/schema.h"
+#include "sessions/sweeps.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -19,7 +21,8 @@ struct SessionsArgs {
     std::string db;
     std::vector<int64_t> runs;
     bool steps = false;
-    std::string file; // import
+    std::string file;                 // import
+    std::vector<std::string> sources; // merge
 };
 
 // `text` on one line of at most `width` bytes, cut at a whole UTF-8 character.
@@ -106,8 +109,41 @@ void remove(const SessionsArgs& args) {
 void import(const SessionsArgs& args) {
     const std::string text = read_text_file(args.file, "runs export");
     auto db = open_session_db(session_db_path(args.db), SessionAccess::write);
-    for (int64_t id : import_json(*db, text, args.file))
+    const ImportResult imported = import_json(*db, text, args.file);
+    for (int64_t id : imported.stored)
         std::printf("imported run %lld: %s\n", (long long)id, load_run(*db, id).record.method.c_str());
+    for (int64_t id : imported.existing)
+        std::printf("run %lld is there already (the same uuid): not imported again\n", (long long)id);
+}
+
+// What a sweep still lacks, cell by cell (the first few).
+void print_sweep_progress(sql::Connection& db) {
+    for (const SweepProgress& p : sweep_progress(db)) {
+        std::printf("sweep %s: %lld of %lld cells done", p.name.c_str(), (long long)p.done, (long long)p.cells);
+        if (p.failed) std::printf(" (%lld failed)", (long long)p.failed);
+        if (p.missing.empty()) {
+            std::printf("\n");
+            continue;
+        }
+        std::printf("; %zu missing:\n", p.missing.size());
+        constexpr size_t kShown = 10;
+        for (size_t i = 0; i < p.missing.size() && i < kShown; ++i) std::printf("  %s\n", p.missing[i].c_str());
+        if (p.missing.size() > kShown) std::printf("  ... and %zu more\n", p.missing.size() - kShown);
+    }
+}
+
+// Each source in its own transaction: a bad one stops the merge, the ones before it stay.
+void merge(const SessionsArgs& args) {
+    auto db = open_session_db(session_db_path(args.db), SessionAccess::write);
+    for (const std::string& source : args.sources) {
+        const MergeCounts c = merge_sessions(*db, source);
+        std::printf("%s: copied %lld runs", source.c_str(), (long long)c.copied);
+        if (c.already_there) std::printf(", %lld there already", (long long)c.already_there);
+        if (c.duplicate_cells) std::printf(", %lld skipped (their sweep cell has a run there)", (long long)c.duplicate_cells);
+        if (c.replaced) std::printf(", replaced %lld unfinished", (long long)c.replaced);
+        std::printf("\n");
+    }
+    print_sweep_progress(*db);
 }
 
 } // namespace
@@ -115,7 +151,7 @@ void import(const SessionsArgs& args) {
 void add_sessions_command(CLI::App& app) {
     auto args = std::make_shared<SessionsArgs>();
     CLI::App* cmd =
-        app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete, import");
+        app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete, import, merge");
     cmd->require_subcommand(1);
 
     CLI::App* list_cmd = cmd->add_subcommand("list", "One line per stored run, oldest first");
@@ -134,10 +170,18 @@ void add_sessions_command(CLI::App& app) {
     delete_cmd->callback([args] { remove(*args); });
 
     CLI::App* import_cmd = cmd->add_subcommand("import", "Store the runs of a `kvscope export --format json` file "
-                                                         "as new runs (with their comparisons)");
+                                                         "that the database lacks (with their comparisons)");
     add_db_option(*import_cmd, args->db);
     import_cmd->add_option("file", args->file, "the JSON export")->required();
     import_cmd->callback([args] { import(*args); });
+
+    CLI::App* merge_cmd = cmd->add_subcommand(
+        "merge", "Copy into the database (--db) the runs of other sessions databases that it lacks, such as the "
+                 "shards of a `kvscope sweep`: each run once (runs are known by uuid), one run per sweep cell; then "
+                 "say which sweep cells are missing");
+    add_db_option(*merge_cmd, args->db);
+    merge_cmd->add_option("sources", args->sources, "databases to merge in")->required()->check(CLI::ExistingFile);
+    merge_cmd->callback([args] { merge(*args); });
 }
 
 } // namespace kvscope

@@ -3,12 +3,12 @@
 // Every function throws Error naming the database and the run for an unknown run id.
 //
 // JSON (export_json.cpp): everything stored about each run, and import_json(), its inverse.
-//   {"format": "kvscope-runs", "version": 1, "runs": [run, ...]}, one line per step:
-//   run = {the run's row (settings, build, times, status, error), "summary" (null while
+//   {"format": "kvscope-runs", "version": 2, "runs": [run, ...]}, one line per step:
+//   run = {the run's row (uuid, settings, task, sweep cell, build, times, status, error), "summary" (null while
 //          unfinished), "comparisons" (names), "steps": [{the step's row, "decisions"
 //          (only at steps that have them): [{layer, head, kept, evicted}]}]}
 //   Database ids are left out, so a run imported anywhere exports to the same bytes; runs
-//   refer to their comparisons by name. A value the run did not measure is null. Text is
+//   refer to their comparisons by name. Version 1 (before run uuids) still imports. A value the run did not measure is null. Text is
 //   UTF-8; bytes that are not (a token can split a character) are replaced by U+FFFD in
 //   "<key>", and given exactly, as hex, in "<key>_hex". ±Infinity is the string "inf"/"-inf".
 //
@@ -37,10 +37,14 @@ class Connection;
 }
 
 void export_json(sql::Connection& db, const std::vector<int64_t>& runs, std::ostream& out);
-// Stores the runs of an export_json() document (`text`, read from `where`) as new runs, all
-// in one transaction, joining (or creating) their comparisons by name; returns their ids.
+// Stores the runs of an export_json() document (`text`, read from `where`) that the database
+// lacks (by uuid), all in one transaction, joining (or creating) their comparisons by name.
 // Throws Error naming `where` and the field for a document that is not one.
-std::vector<int64_t> import_json(sql::Connection& db, const std::string& text, const std::string& where);
+struct ImportResult {
+    std::vector<int64_t> stored;   // the new runs' ids, in the document's order
+    std::vector<int64_t> existing; // the ids of its runs that were there already
+};
+ImportResult import_json(sql::Connection& db, const std::string& text, const std::string& where);
 
 void export_steps_csv(sql::Connection& db, const std::vector<int64_t>& runs, std::ostream& out);
 void export_summary_csv(sql::Connection& db, const std::vector<int64_t>& runs, std::ostream& out);

@@ -24,7 +24,7 @@ namespace {
 using Json = nlohmann::ordered_json; // keys in the order written: the bytes are the format
 
 constexpr const char* kFormat = "kvscope-runs";
-constexpr int64_t kVersion = 1;
+constexpr int64_t kVersion = 2; // 2: uuid, task, answer, sweep, cell (schema version 3)
 
 // ---- [SECTION] export -----------------------------------------------------------------
 
@@ -79,6 +79,7 @@ Json summary_json(const RunSummary& s) {
 Json run_json(const StoredRun& run, const std::vector<std::string>& comparisons) {
     const RunRecord& r = run.record;
     Json j = Json::object();
+    j["uuid"] = r.uuid;
     put_text(j, "model_path", r.model_path);
     put_text(j, "model_hash", r.model_hash);
     put_text(j, "method", r.method);
@@ -88,6 +89,10 @@ Json run_json(const StoredRun& run, const std::vector<std::string>& comparisons)
     j["seed"] = r.seed;
     put_text(j, "device", r.device);
     put_text(j, "dtype", r.dtype);
+    put_text_or_null(j, "task", r.task);
+    put_text_or_null(j, "answer", r.answer);
+    put_text_or_null(j, "sweep", r.sweep);
+    put_text_or_null(j, "cell", r.cell);
     put_text(j, "build_version", run.build_version);
     put_text(j, "started_at", run.started_at);
     put_text_or_null(j, "ended_at", run.ended_at);
@@ -309,8 +314,18 @@ RunSummary read_summary(const Node& j) {
     return s;
 }
 
-RunRecord read_record(const Node& j) {
+// A run's identity as the schema keeps it: 32 lowercase hex digits.
+std::string uuid(const Node& node) {
+    const std::string id = node.string();
+    if (id.size() != 32 || id.find_first_not_of("0123456789abcdef") != std::string::npos)
+        node.fail("is not 32 lowercase hex digits");
+    return id;
+}
+
+// Version 1 documents predate run identities, tasks and sweeps: their runs get a new uuid.
+RunRecord read_record(const Node& j, int64_t version) {
     RunRecord r;
+    r.uuid = version >= 2 ? uuid(j["uuid"]) : rows::new_run_uuid();
     r.model_path = text(j, "model_path");
     r.model_hash = text(j, "model_hash");
     r.method = text(j, "method");
@@ -320,13 +335,19 @@ RunRecord read_record(const Node& j) {
     r.seed = j["seed"].unsigned64();
     r.device = text(j, "device");
     r.dtype = text(j, "dtype");
+    if (version >= 2) {
+        r.task = text_or_empty(j, "task");
+        r.answer = text_or_empty(j, "answer");
+        r.sweep = text_or_empty(j, "sweep");
+        r.cell = text_or_empty(j, "cell");
+    }
     return r;
 }
 
-ImportedRun read_run(const Node& j) {
+ImportedRun read_run(const Node& j, int64_t version) {
     ImportedRun out;
     StoredRun& run = out.run;
-    run.record = read_record(j);
+    run.record = read_record(j, version);
     run.build_version = text(j, "build_version");
     run.started_at = text(j, "started_at");
     run.ended_at = text_or_empty(j, "ended_at");
@@ -352,10 +373,11 @@ std::vector<ImportedRun> read_document(const std::string& text, const std::strin
     const Node root(doc, "", where);
     if (!doc.is_object() || !root.has("format") || root["format"].string() != kFormat)
         throw Error(where, "format", std::string("is not a KVScope runs export (\"format\": \"") + kFormat + "\")");
-    if (root["version"].integer(1, std::numeric_limits<int64_t>::max()) > kVersion)
+    const int64_t version = root["version"].integer(1, std::numeric_limits<int64_t>::max());
+    if (version > kVersion)
         throw Error(where, "version", "is newer than this build reads (" + std::to_string(kVersion) + ")");
     std::vector<ImportedRun> runs;
-    for (const Node& run : root["runs"].items()) runs.push_back(read_run(run));
+    for (const Node& run : root["runs"].items()) runs.push_back(read_run(run, version));
     return runs;
 }
 
@@ -389,17 +411,21 @@ void store_steps(sql::Connection& db, int64_t run_id, const std::vector<Imported
 
 } // namespace
 
-std::vector<int64_t> import_json(sql::Connection& db, const std::string& text, const std::string& where) {
+ImportResult import_json(sql::Connection& db, const std::string& text, const std::string& where) {
     const std::vector<ImportedRun> runs = read_document(text, where); // all checked before anything is stored
     sql::Transaction transaction(db, "importing runs from " + where);
-    std::vector<int64_t> ids;
+    ImportResult result;
     for (const ImportedRun& run : runs) {
-        ids.push_back(store_run(db, run));
-        store_steps(db, ids.back(), run.steps);
-        for (const std::string& name : run.comparisons) add_to_comparison(db, name, ids.back());
+        if (const std::optional<int64_t> there = find_run(db, run.run.record.uuid)) {
+            result.existing.push_back(*there);
+            continue;
+        }
+        result.stored.push_back(store_run(db, run));
+        store_steps(db, result.stored.back(), run.steps);
+        for (const std::string& name : run.comparisons) add_to_comparison(db, name, result.stored.back());
     }
     transaction.commit();
-    return ids;
+    return result;
 }
 
 } // namespace kvscope

@@ -14,7 +14,8 @@ const char* const kRunColumns =
     "id, model_path, model_hash, method, budget, prompt_text, prompt_tokens, seed, device, dtype, build_version, "
     "started_at, ended_at, status, error, has_reference, n_steps, token_match, first_divergence, mean_kl, max_kl, "
     "top1, ppl_method, ppl_reference, kv_bytes, peak_kv_bytes, reference_kv_bytes, final_context, prefill_seconds, "
-    "decode_seconds, policy_seconds, (SELECT count(*) FROM steps WHERE run_id = runs.id)";
+    "decode_seconds, policy_seconds, (SELECT count(*) FROM steps WHERE run_id = runs.id), uuid, task, answer, sweep, "
+    "cell";
 
 std::string run_name(int64_t id) { return "run " + std::to_string(id); }
 
@@ -69,6 +70,11 @@ StoredRun read_run(const sql::Statement& q, const std::string& path) {
     run.error = q.text(14);
     if (!q.is_null(16)) run.summary = read_summary(q, run); // n_steps: set when the run ended
     run.stored_steps = q.int64(31);
+    r.uuid = q.text(32);
+    r.task = q.text(33);
+    r.answer = q.text(34);
+    r.sweep = q.text(35);
+    r.cell = q.text(36);
     return run;
 }
 
@@ -79,6 +85,13 @@ std::vector<StoredRun> list_runs(sql::Connection& db) {
     std::vector<StoredRun> runs;
     while (q.step()) runs.push_back(read_run(q, db.path()));
     return runs;
+}
+
+std::optional<int64_t> find_run(sql::Connection& db, const std::string& uuid) {
+    sql::Statement q = db.prepare("SELECT id FROM runs WHERE uuid = ?1", "finding a run");
+    q.bind_text(1, uuid);
+    if (!q.step()) return std::nullopt;
+    return q.int64(0);
 }
 
 StoredRun load_run(sql::Connection& db, int64_t id) {

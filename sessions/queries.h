@@ -6,12 +6,15 @@
 #include "sessions/sqlite.h"
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace kvscope {
 
 // Every run, oldest first.
 std::vector<StoredRun> list_runs(sql::Connection& db);
+// The id of the run with this uuid, if the database holds it.
+std::optional<int64_t> find_run(sql::Connection& db, const std::string& uuid);
 // Throws Error("<file>", "run <id>", "no such run") for an id not in the database.
 StoredRun load_run(sql::Connection& db, int64_t id);
 std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id);

@@ -19,6 +19,11 @@ struct RunRecord {
     std::vector<int32_t> prompt_tokens;
     uint64_t seed = 0;
     std::string device, dtype;          // "cpu", "cuda:0"; "f32", "bf16", "f16"
+    std::string uuid;                   // the run's identity in every database it reaches (32
+                                        // hex digits); empty: the writer gives it a new one
+    std::string task, answer;           // the task ("passkey", "text", a file) and what a correct
+                                        // output contains; empty: a plain prompt, nothing to check
+    std::string sweep, cell;            // a `kvscope sweep` run: the sweep's name and its cell
 };
 
 struct StoredRun {

@@ -4,9 +4,15 @@
 #include "sessions/decision_blob.h"
 #include "sessions/token_blob.h"
 
+#include <cstdio>
+#include <mutex>
+#include <random>
+
 namespace kvscope::rows {
 
-const char* const kRecordColumns = "model_path, model_hash, method, budget, prompt_text, prompt_tokens, seed, device, dtype";
+const char* const kRecordColumns =
+    "model_path, model_hash, method, budget, prompt_text, prompt_tokens, seed, device, dtype, uuid, task, answer, "
+    "sweep, cell";
 const char* const kSummaryColumns =
     "has_reference, n_steps, token_match, first_divergence, mean_kl, max_kl, top1, ppl_method, ppl_reference, "
     "kv_bytes, peak_kv_bytes, reference_kv_bytes, final_context, prefill_seconds, decode_seconds, policy_seconds";
@@ -19,6 +25,15 @@ void bind_measured(sql::Statement& q, int i, bool measured, double value) {
 }
 
 } // namespace
+
+std::string new_run_uuid() {
+    static std::mutex mutex; // std::random_device's operator() is not promised to be thread-safe
+    static std::random_device entropy;
+    std::lock_guard<std::mutex> lock(mutex);
+    char hex[33];
+    for (int i = 0; i < 4; ++i) std::snprintf(hex + 8 * i, 9, "%08x", unsigned(entropy()));
+    return hex;
+}
 
 std::string placeholders(int first, int count) {
     std::string out;
@@ -35,7 +50,11 @@ void bind_record(sql::Statement& q, int first, const RunRecord& r) {
         .bind_blob(first + 5, pack_tokens(r.prompt_tokens))
         .bind_int(first + 6, int64_t(r.seed))
         .bind_text(first + 7, r.device)
-        .bind_text(first + 8, r.dtype);
+        .bind_text(first + 8, r.dtype)
+        .bind_text(first + 9, r.uuid);
+    const std::string* optional[] = {&r.task, &r.answer, &r.sweep, &r.cell};
+    for (int i = 0; i < 4; ++i)
+        if (!optional[i]->empty()) q.bind_text(first + 10 + i, *optional[i]);
 }
 
 void bind_summary(sql::Statement& q, int first, const RunSummary& s) {

@@ -15,13 +15,17 @@ namespace kvscope::rows {
 extern const char* const kRecordColumns;
 // The runs columns of a RunSummary, in the order bind_summary() binds them.
 extern const char* const kSummaryColumns;
-constexpr int kRecordColumnCount = 9;
+constexpr int kRecordColumnCount = 14;
 constexpr int kSummaryColumnCount = 16;
+
+// A new run identity: 128 random bits as 32 lowercase hex digits.
+std::string new_run_uuid();
 
 // "?first, ?first+1, ..., ?first+count-1": the placeholders of a column list.
 std::string placeholders(int first, int count);
 
-// Binds the record to parameters first .. first + kRecordColumnCount - 1.
+// Binds the record to parameters first .. first + kRecordColumnCount - 1; its empty
+// task, answer, sweep and cell as NULL. The uuid must be set.
 void bind_record(sql::Statement& q, int first, const RunRecord& record);
 // Binds the summary to parameters first .. first + kSummaryColumnCount - 1; what the run
 // did not measure (no reference, a forced reference, no divergence) stays NULL.

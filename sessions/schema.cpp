@@ -128,6 +128,35 @@ ALTER TABLE runs ADD COLUMN decode_seconds REAL;
 ALTER TABLE runs ADD COLUMN policy_seconds REAL;
 )sql";
 
+// Version 3: a run keeps one identity in every database it reaches, so `sessions merge`
+// copies it once; it names its task and the answer that task checks, so a stored run can be
+// scored again; and a `kvscope sweep` records its grid, so a resumed shard skips the cells
+// it has and a merge can name the ones still missing.
+const char* const kVersion3 = R"sql(
+ALTER TABLE runs ADD COLUMN uuid TEXT;   -- 32 hex digits, random, given when the run begins
+UPDATE runs SET uuid = lower(hex(randomblob(16)));
+CREATE UNIQUE INDEX runs_by_uuid ON runs(uuid);
+ALTER TABLE runs ADD COLUMN task TEXT;   -- "passkey", "text", a text file; NULL: a plain prompt
+ALTER TABLE runs ADD COLUMN answer TEXT; -- what a correct output contains; NULL: nothing to check
+ALTER TABLE runs ADD COLUMN sweep TEXT;  -- the sweep (sweeps.name) the run is a cell of, or NULL
+ALTER TABLE runs ADD COLUMN cell TEXT;   -- its cell (sweep_cells.cell)
+CREATE INDEX runs_by_cell ON runs(sweep, cell);
+
+-- A `kvscope sweep`: its settings, and every cell of its grid (all shards' cells: each
+-- shard stores the whole list, so any one shard's database knows what is missing).
+CREATE TABLE sweeps (
+    name       TEXT PRIMARY KEY,
+    grid       TEXT NOT NULL, -- the settings as JSON; a sweep of the same name must match it
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE sweep_cells (
+    sweep   TEXT NOT NULL REFERENCES sweeps(name) ON DELETE CASCADE,
+    cell    TEXT NOT NULL,    -- "task=passkey seed=0 instance=1 method=snapkv budget=128"
+    ordinal INTEGER NOT NULL, -- its place in the grid's order
+    PRIMARY KEY (sweep, cell)
+) WITHOUT ROWID;
+)sql";
+
 int64_t pragma(sql::Connection& db, const std::string& name) {
     sql::Statement q = db.prepare("PRAGMA " + name, "reading the schema version");
     return q.step() ? q.int64(0) : 0;
@@ -178,7 +207,7 @@ std::unique_ptr<sql::Connection> open_for_writing(const std::string& path) {
 } // namespace
 
 const std::vector<Migration>& session_migrations() {
-    static const std::vector<Migration> all{{1, kVersion1}, {2, kVersion2}};
+    static const std::vector<Migration> all{{1, kVersion1}, {2, kVersion2}, {3, kVersion3}};
     return all;
 }
 

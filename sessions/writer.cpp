@@ -39,6 +39,7 @@ SessionWriter::~SessionWriter() {
 
 int64_t SessionWriter::begin_run(const RunRecord& run, TokenText token_text) {
     BeginRun item{run, {}, 0};
+    if (item.run.uuid.empty()) item.run.uuid = rows::new_run_uuid();
     std::future<int64_t> stored = item.stored.get_future();
     enqueue(std::move(item), true);
     run_id_ = stored.get();

@@ -127,17 +127,42 @@ TEST(ExportJson, ImportThenExportGivesTheSameBytes) {
     auto db = open_session_db(path, SessionAccess::write);
     const std::string json = exported(*db, {1, 2, 3, 4}, export_json);
 
-    // Into another database, and into the same one (new ids): the same document.
+    // Into another database: the same document, the same run identities.
     auto other = open_session_db(scratch("json_roundtrip_other") + "/s.db", SessionAccess::write);
-    const std::vector<int64_t> there = import_json(*other, json, "runs.json");
-    EXPECT_EQ(there, (std::vector<int64_t>{1, 2, 3, 4}));
-    EXPECT_EQ(exported(*other, there, export_json), json);
-    const std::vector<int64_t> here = import_json(*db, json, "runs.json");
-    EXPECT_EQ(here, (std::vector<int64_t>{5, 6, 7, 8}));
-    EXPECT_EQ(exported(*db, here, export_json), json);
-    EXPECT_EQ(comparison_runs(*db, "compare text, runs 1-2"), (std::vector<int64_t>{1, 2, 5, 6}));
-    EXPECT_EQ(load_run(*db, 8).status, "unfinished");
-    EXPECT_EQ(load_decisions(*db, 5, 3)[0].kept, step_decisions(3)[0].kept);
+    const ImportResult there = import_json(*other, json, "runs.json");
+    EXPECT_EQ(there.stored, (std::vector<int64_t>{1, 2, 3, 4}));
+    EXPECT_TRUE(there.existing.empty());
+    EXPECT_EQ(exported(*other, there.stored, export_json), json);
+    EXPECT_EQ(comparison_runs(*other, "compare text, runs 1-2"), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(load_run(*other, 4).status, "unfinished");
+    EXPECT_EQ(load_decisions(*other, 1, 3)[0].kept, step_decisions(3)[0].kept);
+    for (int64_t id : {1, 2, 3, 4}) EXPECT_EQ(load_run(*other, id).record.uuid, load_run(*db, id).record.uuid);
+
+    // Into the same one, or again: nothing, since every run is there already.
+    for (sql::Connection* target : {db.get(), other.get()}) {
+        const ImportResult again = import_json(*target, json, "runs.json");
+        EXPECT_TRUE(again.stored.empty());
+        EXPECT_EQ(again.existing, (std::vector<int64_t>{1, 2, 3, 4}));
+        EXPECT_EQ(list_runs(*target).size(), 4u);
+    }
+}
+
+// A version 1 document (before run identities) imports, each run with a new uuid.
+TEST(ExportJson, ImportsVersionOneDocuments) {
+    auto db = open_session_db(make_sessions("json_v1"), SessionAccess::write);
+    Json doc = Json::parse(exported(*db, {1, 2}, export_json));
+    doc["version"] = 1;
+    for (Json& run : doc["runs"])
+        for (const char* key : {"uuid", "task", "answer", "sweep", "cell"}) run.erase(key);
+    auto fresh = open_session_db(scratch("json_v1_into") + "/s.db", SessionAccess::write);
+    const ImportResult imported = import_json(*fresh, doc.dump(), "v1.json");
+    ASSERT_EQ(imported.stored.size(), 2u);
+    for (int64_t id : imported.stored) {
+        const std::string uuid = load_run(*fresh, id).record.uuid;
+        EXPECT_EQ(uuid.size(), 32u);
+        EXPECT_NE(uuid, load_run(*db, id).record.uuid);
+    }
+    EXPECT_EQ(load_steps(*fresh, 2).size(), load_steps(*db, 2).size());
 }
 
 TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
@@ -148,7 +173,7 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3 * (int64_t(kTexts.size()) + 2) + 2);
     const Json doc = Json::parse(text);
     EXPECT_EQ(doc["format"], "kvscope-runs");
-    EXPECT_EQ(doc["version"], 1);
+    EXPECT_EQ(doc["version"], 2);
     const Json& run = doc["runs"][0];
     EXPECT_FALSE(run.contains("id"));
     EXPECT_EQ(run["method"], "snapkv(window=32,kernel=7)+pyramid"); // canonical, from the summary
@@ -193,7 +218,8 @@ TEST(ExportJson, ImportRefusesBadDocumentsAndStoresNothing) {
     const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
         {good.substr(0, good.size() / 2), {"JSON", "parse error"}},
         {"[1, 2]", {"format", "not a KVScope runs export"}},
-        {broken([](Json& d) { d["version"] = 2; }), {"version", "newer"}},
+        {broken([](Json& d) { d["version"] = 3; }), {"version", "newer"}},
+        {broken([](Json& d) { d["runs"][1]["uuid"] = "ABC"; }), {"runs[1].uuid", "32 lowercase hex digits"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3].erase("token"); }), {"runs[1].steps[3].token", "missing"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3]["step"] = 1; }), {"runs[1].steps[3].step", "integer from 3"}},
         {broken([](Json& d) { d["runs"][0]["steps"][1]["decisions"][0]["kept"] = {3, 2}; }),
@@ -203,11 +229,13 @@ TEST(ExportJson, ImportRefusesBadDocumentsAndStoresNothing) {
         {broken([](Json& d) { d["runs"][1]["seed"] = -1; }), {"runs[1].seed", "unsigned"}},
         {broken([](Json& d) { d["runs"][1]["summary"]["kv_bytes"] = "many"; }), {"runs[1].summary.kv_bytes", "integer"}},
     };
+    // Into a database without these runs, where the good ones would be stored.
+    auto empty = open_session_db(scratch("json_bad_into") + "/s.db", SessionAccess::write);
     for (auto [text, words] : cases) {
         words.push_back("bad.json: ");
-        expect_error([&] { import_json(*db, text, "bad.json"); }, words);
+        expect_error([&] { import_json(*empty, text, "bad.json"); }, words);
     }
-    EXPECT_EQ(list_runs(*db).size(), 4u);
+    EXPECT_TRUE(list_runs(*empty).empty());
 }
 
 // ---- CSV ------------------------------------------------------------------------------

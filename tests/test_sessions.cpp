@@ -6,8 +6,10 @@
 #include "core/policy.h"
 #include "sessions/decision_blob.h"
 #include "sessions/model_hash.h"
+#include "sessions/merge.h"
 #include "sessions/queries.h"
 #include "sessions/schema.h"
+#include "sessions/sweeps.h"
 #include "sessions/writer.h"
 #include "session_samples.h"
 #include "test_util.h"
@@ -77,14 +79,16 @@ std::vector<Decision> sample_decisions(int64_t n, uint32_t seed) {
 
 using test::sample_summary;
 
-// Writes one whole run of `n_steps` (decisions at every second step); returns its id.
-int64_t store_run(SessionWriter& writer, int64_t n_steps) {
-    const int64_t id = writer.begin_run(sample_record(), [](int32_t t) { return "t" + std::to_string(t); });
+// Writes one run of `n_steps` (decisions at every second step) as `record`; returns its
+// id. An unfinished run is left without its end, as a killed process leaves it.
+int64_t store_run(SessionWriter& writer, int64_t n_steps, const RunRecord& record = sample_record(),
+                  bool finished = true) {
+    const int64_t id = writer.begin_run(record, [](int32_t t) { return "t" + std::to_string(t); });
     for (int64_t k = 0; k < n_steps; ++k) {
         if (k % 2 == 1) writer.on_decisions(k, sample_decisions(16 + k, uint32_t(k)));
         writer.on_step(sample_step(k, true));
     }
-    writer.end_run(sample_summary(n_steps));
+    if (finished) writer.end_run(sample_summary(n_steps));
     return id;
 }
 
@@ -152,6 +156,7 @@ TEST(SessionSchema, OpensDatabasesOfEveryEarlierVersion) {
         EXPECT_EQ(run.record.prompt_tokens, (std::vector<int32_t>{1, 2}));
         EXPECT_EQ(run.status, "ok");
         EXPECT_FALSE(run.summary); // written before runs had summaries
+        EXPECT_EQ(run.record.uuid.size(), 32u); // given one by version 3
         const std::vector<StoredStep> steps = load_steps(*db, 7);
         ASSERT_EQ(steps.size(), 1u);
         EXPECT_EQ(steps[0].event.token, 42);
@@ -317,6 +322,132 @@ TEST(SessionQueries, DeleteRemovesTheRunWithItsStepsDecisionsAndComparisonEntrie
     EXPECT_EQ(comparison_runs(*db, "h2o at two lengths"), (std::vector<int64_t>{2}));
     expect_error([&] { delete_run(*db, 1); }, {path, "run 1", "no such run"});
     expect_error([&] { load_run(*db, 99); }, {path, "run 99", "no such run"});
+}
+
+// ---- merging and sweeps ---------------------------------------------------------------
+
+RunRecord cell_record(const std::string& sweep, const std::string& cell) {
+    RunRecord r = sample_record();
+    r.sweep = sweep;
+    r.cell = cell;
+    r.task = "passkey";
+    r.answer = "12345";
+    return r;
+}
+
+// One shard's database: the sweep's grid (cells a, b, c, d) and runs of `cells`.
+std::string shard_db(const std::string& name, const std::vector<std::string>& cells, const std::string& grid = "{}") {
+    const std::string path = scratch("merge_" + name) + "/shard.db";
+    std::filesystem::remove(path);
+    store_sweep(*open_session_db(path, SessionAccess::write), "s", grid, {"a", "b", "c", "d"});
+    SessionWriter writer(path);
+    for (const std::string& cell : cells) store_run(writer, 4, cell_record("s", cell));
+    return path;
+}
+
+std::vector<std::string> uuids(sql::Connection& db) {
+    std::vector<std::string> out;
+    for (const StoredRun& r : list_runs(db)) out.push_back(r.record.uuid);
+    return out;
+}
+
+// Two shards and a plain run merge into one database: each run once with everything it
+// had, however often merged; a sweep's progress names the missing cell.
+TEST(SessionMerge, CopiesEveryRunOnceWithItsRows) {
+    const std::string a = shard_db("a", {"a", "b"}), b = shard_db("b", {"c"});
+    {
+        SessionWriter plain(b);
+        store_run(plain, 3); // not a sweep's
+        store_comparison(*open_session_db(b, SessionAccess::write), "mine", {1, 2});
+    }
+    auto target = open_session_db(scratch("merge_target") + "/all.db", SessionAccess::write);
+    MergeCounts c = merge_sessions(*target, a);
+    EXPECT_EQ(c.copied, 2);
+    c = merge_sessions(*target, b);
+    EXPECT_EQ(c.copied, 2);
+    c = merge_sessions(*target, a); // again: nothing new
+    EXPECT_EQ(c.copied, 0);
+    EXPECT_EQ(c.already_there, 2);
+    EXPECT_EQ(count(*target, "runs"), 4);
+
+    std::vector<std::string> expected = uuids(*open_session_db(a, SessionAccess::read));
+    for (const std::string& u : uuids(*open_session_db(b, SessionAccess::read))) expected.push_back(u);
+    EXPECT_EQ(uuids(*target), expected);
+    for (int64_t id = 1; id <= 4; ++id) {
+        const StoredRun run = load_run(*target, id);
+        EXPECT_EQ(run.stored_steps, id == 4 ? 3 : 4);
+        EXPECT_EQ(steps_with_decisions(*target, id).size(), id == 4 ? 1u : 2u);
+        EXPECT_EQ(load_decisions(*target, id, 1)[3].kept, sample_decisions(17, 1)[3].kept);
+        EXPECT_EQ(run.summary->mean_kl, sample_summary(4).mean_kl);
+    }
+    EXPECT_EQ(load_run(*target, 3).record.cell, "c");
+    EXPECT_EQ(load_run(*target, 3).record.answer, "12345");
+    EXPECT_EQ(comparison_runs(*target, "mine"), (std::vector<int64_t>{3, 4}));
+    EXPECT_EQ(pragma_text(*target, "integrity_check"), "ok");
+
+    const std::vector<SweepProgress> progress = sweep_progress(*target);
+    ASSERT_EQ(progress.size(), 1u);
+    EXPECT_EQ(progress[0].cells, 4);
+    EXPECT_EQ(progress[0].done, 3);
+    EXPECT_EQ(progress[0].missing, (std::vector<std::string>{"d"}));
+    EXPECT_EQ(sweep_runs(*target, "s"), (std::vector<int64_t>{1, 2, 3}));
+}
+
+// A cell keeps one run: a finished run replaces an unfinished one (a killed shard's), and
+// a second run of a done cell (the cell run twice) is left out.
+TEST(SessionMerge, ACellKeepsOneFinishedRun) {
+    const std::string killed = scratch("merge_killed") + "/shard.db";
+    std::filesystem::remove(killed);
+    store_sweep(*open_session_db(killed, SessionAccess::write), "s", "{}", {"a", "b", "c", "d"});
+    {
+        SessionWriter writer(killed);
+        store_run(writer, 2, cell_record("s", "a"), /*finished=*/false);
+    }
+    auto target = open_session_db(scratch("merge_cells") + "/all.db", SessionAccess::write);
+    EXPECT_EQ(merge_sessions(*target, killed).copied, 1);
+    EXPECT_EQ(sweep_progress(*target)[0].done, 0);
+
+    MergeCounts c = merge_sessions(*target, shard_db("redo", {"a", "b"}));
+    EXPECT_EQ(c.copied, 2);
+    EXPECT_EQ(c.replaced, 1);
+    c = merge_sessions(*target, shard_db("twice", {"b"})); // b run again elsewhere
+    EXPECT_EQ(c.copied, 0);
+    EXPECT_EQ(c.duplicate_cells, 1);
+    EXPECT_EQ(count(*target, "runs"), 2);
+    for (const StoredRun& r : list_runs(*target)) EXPECT_EQ(r.status, "ok");
+    EXPECT_EQ(done_cells(*target, "s"), (std::set<std::string>{"a", "b"}));
+}
+
+// A resumed shard drops what its killed run left, and finds the cells it did.
+TEST(SessionSweeps, ResumeSeesDoneCellsAndDropsUnfinishedRuns) {
+    const std::string path = shard_db("resume", {"a"});
+    {
+        SessionWriter writer(path);
+        store_run(writer, 2, cell_record("s", "b"), /*finished=*/false);
+    }
+    auto db = open_session_db(path, SessionAccess::write);
+    EXPECT_EQ(done_cells(*db, "s"), (std::set<std::string>{"a"}));
+    EXPECT_EQ(delete_unfinished_runs(*db, "s", {"b", "c"}), 1);
+    EXPECT_EQ(count(*db, "runs"), 1);
+    EXPECT_EQ(count(*db, "steps"), 4); // the deleted run's steps went with it
+    store_sweep(*db, "s", "{}", {"a", "b", "c", "d"}); // the same grid again: fine
+    expect_error([&] { store_sweep(*db, "s", "{\"other\": 1}", {"a"}); }, {"shard.db", "sweep s", "other settings"});
+}
+
+// What merge refuses, changing nothing: the target itself, a file that is not a sessions
+// database, a sweep of the same name with other settings.
+TEST(SessionMerge, RefusesBadSourcesAndChangesNothing) {
+    const std::string a = shard_db("bad_a", {"a"});
+    const std::string other = shard_db("bad_other", {"b"}, "{\"steps\": 2}");
+    const std::string junk = scratch("merge_junk") + "/junk.db";
+    write_file(junk, std::string(4096, 'x'));
+    auto target = open_session_db(a, SessionAccess::write);
+    expect_error([&] { merge_sessions(*target, a); }, {"shard.db", "the target database itself"});
+    expect_error([&] { merge_sessions(*target, junk); }, {"junk.db", "not a SQLite database"});
+    expect_error([&] { merge_sessions(*target, other); }, {"shard.db", "sweep s", "other settings"});
+    EXPECT_EQ(count(*target, "runs"), 1);
+    EXPECT_EQ(count(*target, "sweeps"), 1);
+    EXPECT_EQ(merge_sessions(*target, shard_db("bad_fine", {"c"})).copied, 1); // still usable
 }
 
 // ---- model hashes ---------------------------------------------------------------------
