@@ -146,10 +146,10 @@ std::unique_ptr<SessionWriter> open_session_writer(const StoreOptions& options) 
     return std::make_unique<SessionWriter>(session_db_path(options.db));
 }
 
-RunRecord model_run_record(const Model& model, const ModelOptions& options) {
+RunRecord model_run_record(const Model& model, const ModelOptions& options, const std::string& hash) {
     RunRecord record;
     record.model_path = model_path(options);
-    record.model_hash = model_hash(record.model_path);
+    record.model_hash = hash.empty() ? model_hash(record.model_path) : hash;
     record.device = model.device().str();
     record.dtype = dtype_name(model.dtype());
     return record;

@@ -63,8 +63,9 @@ struct StoreOptions {
 void add_store_options(CLI::App& command, StoreOptions& options);
 std::unique_ptr<SessionWriter> open_session_writer(const StoreOptions& options);
 // What the sessions database keeps of the runs on `model`: its path, the SHA-256 of its
-// files (computed here, once), device and dtype; each run fills in the rest.
-RunRecord model_run_record(const Model& model, const ModelOptions& options);
+// files (computed here, once, unless given as `hash`), device and dtype; each run fills in
+// the rest.
+RunRecord model_run_record(const Model& model, const ModelOptions& options, const std::string& hash = "");
 // A run's per-step table and its summary, as `run` and `sessions show` print them.
 void print_step_table(const std::vector<StepEvent>& steps);
 void print_run_summary(const RunSummary& summary);
@@ -77,6 +78,7 @@ void add_bench_command(CLI::App& app);
 void add_methods_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
 void add_sessions_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     kvscope::add_methods_command(app);
     kvscope::add_run_command(app);
     kvscope::add_compare_command(app);
+    kvscope::add_sweep_command(app);
     kvscope::add_sessions_command(app);
     kvscope::add_export_command(app);
     try {

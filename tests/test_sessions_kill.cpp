@@ -10,12 +10,13 @@
 // every token the run had printed half a second before the kill (the commit interval,
 // 250 ms, plus slack for the commit itself).
 //
-// Then the `sessions` command, `compare`'s comparison, a disk that fills up mid-run and a
-// --db that is not a database.
+// Then the `sessions` command, `compare`'s comparison, a sharded `sweep` killed and resumed
+// then merged, a disk that fills up mid-run and a --db that is not a database.
 #include "core/error.h"
 #include "core/policy.h"
 #include "sessions/queries.h"
 #include "sessions/schema.h"
+#include "sessions/sweeps.h"
 #include "test_util.h"
 
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -300,6 +302,112 @@ TEST_F(SessionsKill, CompareStoresItsRunsAsAComparison) {
     sql::Statement q = sessions->prepare("SELECT name FROM comparisons", "test");
     ASSERT_TRUE(q.step());
     EXPECT_EQ(comparison_runs(*sessions, q.text(0)), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+// ---- sweeps ------------------------------------------------------------------------------
+
+// A cell's run as the comparison with another database needs it: tokens and decisions.
+struct CellRun {
+    std::vector<int32_t> tokens;
+    std::vector<std::vector<Decision>> decisions; // at each step that has them
+    bool operator==(const CellRun& o) const {
+        if (tokens != o.tokens || decisions.size() != o.decisions.size()) return false;
+        for (size_t i = 0; i < decisions.size(); ++i) {
+            if (decisions[i].size() != o.decisions[i].size()) return false;
+            for (size_t j = 0; j < decisions[i].size(); ++j)
+                if (decisions[i][j].kept != o.decisions[i][j].kept || decisions[i][j].evicted != o.decisions[i][j].evicted)
+                    return false;
+        }
+        return true;
+    }
+};
+
+// Every run of the sweep by its cell; each cell must have one.
+std::map<std::string, CellRun> cell_runs(const std::string& path, const std::string& sweep) {
+    auto db = open_session_db(path, SessionAccess::read);
+    std::map<std::string, CellRun> out;
+    for (const StoredRun& run : list_runs(*db)) {
+        EXPECT_EQ(run.record.sweep, sweep);
+        EXPECT_EQ(run.status, "ok") << run.error;
+        CellRun& cell = out[run.record.cell];
+        EXPECT_TRUE(cell.tokens.empty()) << "two runs of " << run.record.cell << " in " << path;
+        for (const StoredStep& s : load_steps(*db, run.id)) cell.tokens.push_back(s.event.token);
+        for (int64_t step : steps_with_decisions(*db, run.id)) cell.decisions.push_back(load_decisions(*db, run.id, step));
+    }
+    return out;
+}
+
+// A 2-shard sweep (h2o and tova at two budgets and the full cache, two seeds: 10 cells),
+// one shard killed with SIGKILL once it has finished a cell, then run again: it skips the
+// cells it has and redoes the one it was in. The shards merge into one database that
+// equals the whole grid run in one process (the same tokens and decisions per cell), a
+// second merge adds nothing, and `compare --sweep` prints its table.
+TEST_F(SessionsKill, ShardedSweepResumesAfterAKillAndMergesIntoTheWholeGrid) {
+    const std::string text = path("sweep-essay.txt");
+    std::ofstream essay(text);
+    for (int i = 0; i < 100; ++i) essay << "the world is in the hello and the cat is there. ";
+    essay.close();
+    // 400 steps make a run long enough (~0.1 s) that the kill lands before the last cell.
+    const auto sweep = [&](const std::string& shard, const std::string& db) {
+        return std::vector<std::string>{"sweep", "-m", path("method-model-4l.gguf"), "--tasks", text, "--seeds", "0,1",
+                                        "--methods", "full,h2o,tova", "--budgets", "16,24", "--length", "40", "--steps",
+                                        "400", "--threads", "1", "--name", "grid", "--shard", shard, "--db", db};
+    };
+    const std::string a = path("sweep-a.db"), b = path("sweep-b.db"), whole = path("sweep-whole.db");
+    const std::string merged = path("sweep-merged.db");
+    for (const std::string& db : {a, b, whole, merged}) std::remove(db.c_str());
+
+    const Outcome first = kvscope(sweep("0/2", a), "sweep-a");
+    ASSERT_EQ(first.status, 0) << first.err;
+    EXPECT_NE(first.out.find("grid, shard 0/2: 5 of its 5 cells to run (0 done before)"), std::string::npos) << first.out;
+
+    // Shard 1, killed once a cell of it is done.
+    const pid_t pid = spawn_kvscope(sweep("1/2", b), path("sweep-b-killed.out"), path("sweep-b-killed.err"));
+    ASSERT_GT(pid, 0);
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    size_t done_before_kill = 0;
+    while (done_before_kill == 0 && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        try {
+            done_before_kill = done_cells(*open_session_db(b, SessionAccess::read), "grid").size();
+        } catch (const Error&) { // not created yet
+        }
+    }
+    kill(pid, SIGKILL);
+    EXPECT_EQ(wait_for(pid), 128 + SIGKILL) << "the shard ended before it could be killed";
+    ASSERT_GE(done_before_kill, 1u);
+    const size_t done_at_kill = done_cells(*open_session_db(b, SessionAccess::read), "grid").size();
+    ASSERT_LT(done_at_kill, 5u) << "the shard finished before the kill";
+
+    const Outcome resumed = kvscope(sweep("1/2", b), "sweep-b");
+    ASSERT_EQ(resumed.status, 0) << resumed.err;
+    const std::string skipped = std::to_string(5 - done_at_kill) + " of its 5 cells to run (" +
+                                std::to_string(done_at_kill) + " done before)";
+    EXPECT_NE(resumed.out.find(skipped), std::string::npos) << resumed.out;
+    EXPECT_EQ(cell_runs(b, "grid").size(), 5u);
+
+    ASSERT_EQ(kvscope(sweep("0/1", whole), "sweep-whole").status, 0);
+    const Outcome merge = kvscope({"sessions", "merge", "--db", merged, a, b}, "sweep-merge");
+    ASSERT_EQ(merge.status, 0) << merge.err;
+    EXPECT_NE(merge.out.find("sweep grid: 10 of 10 cells done"), std::string::npos) << merge.out;
+    const std::map<std::string, CellRun> local = cell_runs(whole, "grid"), sharded = cell_runs(merged, "grid");
+    ASSERT_EQ(local.size(), 10u);
+    ASSERT_EQ(sharded.size(), 10u);
+    for (const auto& [cell, run] : local) {
+        ASSERT_TRUE(sharded.count(cell)) << cell;
+        EXPECT_TRUE(sharded.at(cell) == run) << cell << ": tokens or decisions differ from the one-process run";
+        EXPECT_EQ(run.tokens.size(), 400u);
+    }
+
+    const Outcome again = kvscope({"sessions", "merge", "--db", merged, a, b}, "sweep-merge-again");
+    EXPECT_NE(again.out.find("copied 0 runs, 5 there already"), std::string::npos) << again.out;
+    EXPECT_EQ(cell_runs(merged, "grid").size(), 10u);
+
+    const Outcome table = kvscope({"compare", "--sweep", "grid", "--db", merged}, "sweep-compare");
+    ASSERT_EQ(table.status, 0) << table.err;
+    EXPECT_NE(table.out.find("10 runs from " + merged), std::string::npos) << table.out;
+    for (const char* row : {"\nfull ", "\nh2o(recent=0.5) ", "\ntova(every=1) "})
+        EXPECT_NE(table.out.find(row), std::string::npos) << row << " in\n" << table.out;
 }
 
 // The disk fills up in the middle of a run: a file-size limit (RLIMIT_FSIZE, with SIGXFSZ
