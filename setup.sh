@@ -27,6 +27,7 @@ debian_packages=(
   libsqlite3-dev zlib1g-dev libssl-dev          # sessions: the database, decision blobs, model SHA-256
   libstb-dev fonts-dejavu-core                  # report: PNG plots (stb_image_write, stb_truetype) and their font
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
+  slurm-wlm munge                               # test_slurm: a one-node Slurm cluster runs a sweep
 )
 
 install_debian_packages() {

@@ -12,6 +12,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
 
 namespace kvscope {
 
@@ -116,9 +118,9 @@ void import(const SessionsArgs& args) {
         std::printf("run %lld is there already (the same uuid): not imported again\n", (long long)id);
 }
 
-// What a sweep still lacks, cell by cell (the first few).
-void print_sweep_progress(sql::Connection& db) {
-    for (const SweepProgress& p : sweep_progress(db)) {
+// What each sweep still lacks, cell by cell (the first few).
+void print_sweep_progress(const std::vector<SweepProgress>& sweeps) {
+    for (const SweepProgress& p : sweeps) {
         std::printf("sweep %s: %lld of %lld cells done", p.name.c_str(), (long long)p.done, (long long)p.cells);
         if (p.failed) std::printf(" (%lld failed)", (long long)p.failed);
         if (p.missing.empty()) {
@@ -137,13 +139,45 @@ void merge(const SessionsArgs& args) {
     auto db = open_session_db(session_db_path(args.db), SessionAccess::write);
     for (const std::string& source : args.sources) {
         const MergeCounts c = merge_sessions(*db, source);
-        std::printf("%s: copied %lld runs", source.c_str(), (long long)c.copied);
+        std::printf("%s: copied %lld run%s", source.c_str(), (long long)c.copied, c.copied == 1 ? "" : "s");
         if (c.already_there) std::printf(", %lld there already", (long long)c.already_there);
         if (c.duplicate_cells) std::printf(", %lld skipped (their sweep cell has a run there)", (long long)c.duplicate_cells);
         if (c.replaced) std::printf(", replaced %lld unfinished", (long long)c.replaced);
         std::printf("\n");
     }
-    print_sweep_progress(*db);
+    print_sweep_progress(sweep_progress(*db));
+}
+
+// The sweeps of several databases (a sweep's shards, as they run) taken together: a cell
+// is missing when no database has it done. Each database holds the whole grid.
+void progress(const SessionsArgs& args) {
+    std::map<std::string, SweepProgress> sweeps;
+    std::map<std::string, std::set<std::string>> missing_everywhere;
+    for (const std::string& path : args.sources) {
+        auto db = open_session_db(path, SessionAccess::read);
+        for (SweepProgress& p : sweep_progress(*db)) {
+            auto [it, fresh] = sweeps.try_emplace(p.name, p);
+            std::set<std::string>& missing = missing_everywhere[p.name];
+            if (fresh) {
+                missing.insert(p.missing.begin(), p.missing.end());
+                continue;
+            }
+            it->second.failed += p.failed;
+            const std::set<std::string> here(p.missing.begin(), p.missing.end());
+            for (auto m = missing.begin(); m != missing.end();) m = here.count(*m) ? std::next(m) : missing.erase(m);
+        }
+    }
+    std::vector<SweepProgress> out;
+    for (auto& [name, p] : sweeps) {
+        std::vector<std::string> ordered; // in the grid's order, as the first database lists them
+        for (const std::string& cell : p.missing)
+            if (missing_everywhere[name].count(cell)) ordered.push_back(cell);
+        p.missing = ordered;
+        p.done = p.cells - int64_t(ordered.size());
+        out.push_back(p);
+    }
+    if (out.empty()) std::printf("no sweeps in %zu database%s\n", args.sources.size(), args.sources.size() == 1 ? "" : "s");
+    print_sweep_progress(out);
 }
 
 } // namespace
@@ -151,7 +185,8 @@ void merge(const SessionsArgs& args) {
 void add_sessions_command(CLI::App& app) {
     auto args = std::make_shared<SessionsArgs>();
     CLI::App* cmd =
-        app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete, import, merge");
+        app.add_subcommand("sessions", "The runs stored in the sessions database: list, show, delete, import, merge, "
+                                                   "sweep progress");
     cmd->require_subcommand(1);
 
     CLI::App* list_cmd = cmd->add_subcommand("list", "One line per stored run, oldest first");
@@ -182,6 +217,12 @@ void add_sessions_command(CLI::App& app) {
     add_db_option(*merge_cmd, args->db);
     merge_cmd->add_option("sources", args->sources, "databases to merge in")->required()->check(CLI::ExistingFile);
     merge_cmd->callback([args] { merge(*args); });
+
+    CLI::App* progress_cmd = cmd->add_subcommand(
+        "progress", "How far the sweeps in these databases are, taken together (such as a sweep's shards while "
+                    "they run): cells done, and which are missing");
+    progress_cmd->add_option("databases", args->sources, "sessions databases")->required()->check(CLI::ExistingFile);
+    progress_cmd->callback([args] { progress(*args); });
 }
 
 } // namespace kvscope

@@ -17,6 +17,7 @@
 #include "sessions/queries.h"
 #include "sessions/schema.h"
 #include "sessions/sweeps.h"
+#include "sweep_runs.h"
 #include "test_util.h"
 
 #include <fcntl.h>
@@ -306,37 +307,6 @@ TEST_F(SessionsKill, CompareStoresItsRunsAsAComparison) {
 
 // ---- sweeps ------------------------------------------------------------------------------
 
-// A cell's run as the comparison with another database needs it: tokens and decisions.
-struct CellRun {
-    std::vector<int32_t> tokens;
-    std::vector<std::vector<Decision>> decisions; // at each step that has them
-    bool operator==(const CellRun& o) const {
-        if (tokens != o.tokens || decisions.size() != o.decisions.size()) return false;
-        for (size_t i = 0; i < decisions.size(); ++i) {
-            if (decisions[i].size() != o.decisions[i].size()) return false;
-            for (size_t j = 0; j < decisions[i].size(); ++j)
-                if (decisions[i][j].kept != o.decisions[i][j].kept || decisions[i][j].evicted != o.decisions[i][j].evicted)
-                    return false;
-        }
-        return true;
-    }
-};
-
-// Every run of the sweep by its cell; each cell must have one.
-std::map<std::string, CellRun> cell_runs(const std::string& path, const std::string& sweep) {
-    auto db = open_session_db(path, SessionAccess::read);
-    std::map<std::string, CellRun> out;
-    for (const StoredRun& run : list_runs(*db)) {
-        EXPECT_EQ(run.record.sweep, sweep);
-        EXPECT_EQ(run.status, "ok") << run.error;
-        CellRun& cell = out[run.record.cell];
-        EXPECT_TRUE(cell.tokens.empty()) << "two runs of " << run.record.cell << " in " << path;
-        for (const StoredStep& s : load_steps(*db, run.id)) cell.tokens.push_back(s.event.token);
-        for (int64_t step : steps_with_decisions(*db, run.id)) cell.decisions.push_back(load_decisions(*db, run.id, step));
-    }
-    return out;
-}
-
 // A 2-shard sweep (h2o and tova at two budgets and the full cache, two seeds: 10 cells),
 // one shard killed with SIGKILL once it has finished a cell, then run again: it skips the
 // cells it has and redoes the one it was in. The shards merge into one database that
@@ -384,24 +354,17 @@ TEST_F(SessionsKill, ShardedSweepResumesAfterAKillAndMergesIntoTheWholeGrid) {
     const std::string skipped = std::to_string(5 - done_at_kill) + " of its 5 cells to run (" +
                                 std::to_string(done_at_kill) + " done before)";
     EXPECT_NE(resumed.out.find(skipped), std::string::npos) << resumed.out;
-    EXPECT_EQ(cell_runs(b, "grid").size(), 5u);
+    EXPECT_EQ(test::cell_runs(b, "grid").size(), 5u);
 
     ASSERT_EQ(kvscope(sweep("0/1", whole), "sweep-whole").status, 0);
     const Outcome merge = kvscope({"sessions", "merge", "--db", merged, a, b}, "sweep-merge");
     ASSERT_EQ(merge.status, 0) << merge.err;
     EXPECT_NE(merge.out.find("sweep grid: 10 of 10 cells done"), std::string::npos) << merge.out;
-    const std::map<std::string, CellRun> local = cell_runs(whole, "grid"), sharded = cell_runs(merged, "grid");
-    ASSERT_EQ(local.size(), 10u);
-    ASSERT_EQ(sharded.size(), 10u);
-    for (const auto& [cell, run] : local) {
-        ASSERT_TRUE(sharded.count(cell)) << cell;
-        EXPECT_TRUE(sharded.at(cell) == run) << cell << ": tokens or decisions differ from the one-process run";
-        EXPECT_EQ(run.tokens.size(), 400u);
-    }
+    test::expect_same_cells(whole, merged, 10, 400);
 
     const Outcome again = kvscope({"sessions", "merge", "--db", merged, a, b}, "sweep-merge-again");
     EXPECT_NE(again.out.find("copied 0 runs, 5 there already"), std::string::npos) << again.out;
-    EXPECT_EQ(cell_runs(merged, "grid").size(), 10u);
+    EXPECT_EQ(test::cell_runs(merged, "grid").size(), 10u);
 
     const Outcome table = kvscope({"compare", "--sweep", "grid", "--db", merged}, "sweep-compare");
     ASSERT_EQ(table.status, 0) << table.err;
