@@ -72,9 +72,10 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
     const RunRecord model_record = args.record ? model_run_record(model, args.model) : RunRecord{};
     for (int64_t context : args.contexts) {
         const std::vector<int32_t> prompt = prompt_of(source, context);
-        // Rounds go over every method in turn, and each method's speed is compared with the
-        // full cache's of the same round: drift in the machine's speed (a GPU's host, a
-        // busy CPU) then moves both sides of a ratio together.
+        // Each method runs right after a run of the full cache, and its speed is compared with
+        // that run's: drift in the machine's speed (a GPU's host, a busy CPU) then moves both
+        // sides of a ratio together. Rounds repeat this for every method; a ratio is the
+        // median of its rounds'.
         // With --record, each method also runs into a database of its own (in the same
         // round, right after its unrecorded run): the speed ratio of the two, and the
         // database's size per 1,000 decode steps.
@@ -89,37 +90,45 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
         if (args.record) std::filesystem::create_directories(db_dir);
         for (size_t i = 0; i < specs.size() && args.record; ++i)
             series[i].writer = std::make_unique<SessionWriter>((db_dir / (std::to_string(i) + ".db")).string());
-        for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
-            for (size_t i = 0; i < specs.size(); ++i) {
-                RunOptions options;
-                options.method = specs[i];
-                options.budget = Budget::parse(specs[i] == "full" ? "100%" : args.budget);
-                options.n_predict = args.decode;
-                options.stop_at_end_of_generation = false;
-                RunSummary s = run_method(model, *registry, prompt, options, nullptr);
-                if (s.status != "ok") throw Error(s.error);
-                Series& out = series[i];
-                out.last = s;
-                double recorded = 0;
-                if (out.writer) {
-                    RunRecord record = model_record;
-                    record.method = specs[i];
-                    record.budget = options.budget.text();
-                    record.prompt_tokens = prompt;
-                    out.writer->begin_run(record, [&](int32_t id) { return model.tokenizer().token_bytes(id); });
-                    RunSummary rs = run_method(model, *registry, prompt, options, nullptr, out.writer.get());
-                    out.writer->end_run(rs);
-                    out.recorded_steps += rs.n_steps;
-                    recorded = rs.decode_tokens_per_second();
-                }
-                if (r == 0) continue;
+        // Runs specs[i] once (and recorded, with --record); returns its decode tokens/s.
+        const auto measure = [&](size_t i, bool counted) {
+            RunOptions options;
+            options.method = specs[i];
+            options.budget = Budget::parse(specs[i] == "full" ? "100%" : args.budget);
+            options.n_predict = args.decode;
+            options.stop_at_end_of_generation = false;
+            RunSummary s = run_method(model, *registry, prompt, options, nullptr);
+            if (s.status != "ok") throw Error(s.error);
+            Series& out = series[i];
+            out.last = s;
+            double recorded = 0;
+            if (out.writer) {
+                RunRecord record = model_record;
+                record.method = specs[i];
+                record.budget = options.budget.text();
+                record.prompt_tokens = prompt;
+                out.writer->begin_run(record, [&](int32_t id) { return model.tokenizer().token_bytes(id); });
+                RunSummary rs = run_method(model, *registry, prompt, options, nullptr, out.writer.get());
+                out.writer->end_run(rs);
+                out.recorded_steps += rs.n_steps;
+                recorded = rs.decode_tokens_per_second();
+            }
+            if (counted) {
                 out.prefill.push_back(double(context) / s.prefill_seconds);
                 out.decode.push_back(s.decode_tokens_per_second());
-                out.ratio.push_back(out.decode.back() / series[0].decode.back());
                 out.policy.push_back(s.policy_seconds / (s.prefill_seconds + s.decode_seconds));
                 if (out.writer) out.recorded.push_back(recorded / out.decode.back());
             }
+            return s.decode_tokens_per_second();
+        };
+        for (int r = 0; r <= args.repeat; ++r) { // the first round warms up and is not counted
+            if (specs.size() == 1) measure(0, r > 0);
+            for (size_t i = 1; i < specs.size(); ++i) {
+                const double full = measure(0, r > 0), method = measure(i, r > 0);
+                if (r > 0) series[i].ratio.push_back(method / full);
+            }
         }
+        series[0].ratio.assign(1, 1.0);
         std::vector<double> db_kib_per_1k(specs.size(), 0);
         for (size_t i = 0; i < specs.size() && args.record; ++i) {
             const std::string path = series[i].writer->path();
