@@ -79,6 +79,7 @@ void add_methods_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_sweep_command(CLI::App& app);
+void add_heads_command(CLI::App& app);
 void add_sessions_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     kvscope::add_run_command(app);
     kvscope::add_compare_command(app);
     kvscope::add_sweep_command(app);
+    kvscope::add_heads_command(app);
     kvscope::add_sessions_command(app);
     kvscope::add_export_command(app);
     try {

@@ -9,9 +9,6 @@ namespace kvscope {
 
 namespace {
 
-// The filler of the passkey test as Mohtashami & Jaggi (2023) wrote it.
-constexpr const char* kFiller = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
-
 std::string repeat(const char* text, int64_t times) {
     std::string out;
     for (int64_t i = 0; i < times; ++i) out += text;
@@ -20,8 +17,12 @@ std::string repeat(const char* text, int64_t times) {
 
 } // namespace
 
+const char* passkey_filler() {
+    return "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+}
+
 std::vector<TaskInstance> passkey_task(const Tokenizer& tok, int64_t n_tokens, int n_instances, uint64_t seed) {
-    const int64_t filler_tokens = int64_t(tok.encode(kFiller, false).size());
+    const int64_t filler_tokens = int64_t(tok.encode(passkey_filler(), false).size());
     const int64_t repeats = std::max<int64_t>(1, n_tokens / filler_tokens);
     std::mt19937_64 rng(seed);
     std::vector<TaskInstance> out;
@@ -31,8 +32,8 @@ std::vector<TaskInstance> passkey_task(const Tokenizer& tok, int64_t n_tokens, i
         const int64_t before = int64_t(depth * double(repeats));
         const std::string question =
             "There is an important piece of information hidden inside a lot of irrelevant text. Find it and memorize it. " +
-            repeat(kFiller, before) + "The pass key is " + key + ". Remember it. " + key + " is the pass key. " +
-            repeat(kFiller, repeats - before) + "What is the pass key?";
+            repeat(passkey_filler(), before) + "The pass key is " + key + ". Remember it. " + key + " is the pass key. " +
+            repeat(passkey_filler(), repeats - before) + "What is the pass key?";
         std::string text = question;
         bool chat = true;
         try {

@@ -22,6 +22,10 @@ struct TaskInstance {
     int64_t n_predict = 0;        // steps when nothing is forced
 };
 
+// The passkey test's filler text as Mohtashami & Jaggi (2023) wrote it (the needle probes
+// of core/probes.h share it).
+const char* passkey_filler();
+
 // `n_instances` keys at depths (i + 0.5) / n_instances in about `n_tokens` tokens of
 // filler, in the model's chat format when it has one. Keys come from `seed`.
 std::vector<TaskInstance> passkey_task(const Tokenizer& tok, int64_t n_tokens, int n_instances, uint64_t seed);

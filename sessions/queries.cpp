@@ -1,6 +1,7 @@
 #include "sessions/queries.h"
 
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/policy.h"
 #include "sessions/decision_blob.h"
 #include "sessions/schema.h"
@@ -186,6 +187,27 @@ void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run
         .bind_text(1, name)
         .bind_int(2, run_id)
         .execute();
+}
+
+void store_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
+                      const HeadRoles& roles) {
+    sql::Transaction transaction(db, "storing head roles");
+    db.prepare("DELETE FROM head_roles WHERE model_hash = ?1 AND probes = ?2", "storing head roles")
+        .bind_text(1, model_hash)
+        .bind_text(2, probes)
+        .execute();
+    sql::Statement q = db.prepare(std::string("INSERT INTO head_roles (model_hash, probes, layer, head, role, score, "
+                                              "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ") + kSqlNow + ")",
+                                  "storing head roles");
+    const auto add = [&](int64_t layer, int64_t head, const std::string& role, double score) {
+        q.bind_text(1, model_hash).bind_text(2, probes).bind_int(3, layer).bind_int(4, head).bind_text(5, role);
+        q.bind_real(6, score).execute();
+    };
+    for (size_t r = 0; r < roles.roles.size(); ++r)
+        for (int64_t i = 0; i < roles.n_layer * roles.n_head; ++i)
+            add(i / roles.n_head, i % roles.n_head, roles.roles[r], roles.scores[r][size_t(i)]);
+    for (int64_t l = 0; l < roles.n_layer; ++l) add(l, -1, "layer_preference", roles.layer_preference[size_t(l)]);
+    transaction.commit();
 }
 
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id) {

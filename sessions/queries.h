@@ -11,6 +11,8 @@
 
 namespace kvscope {
 
+struct HeadRoles;
+
 // Every run, oldest first.
 std::vector<StoredRun> list_runs(sql::Connection& db);
 // The id of the run with this uuid, if the database holds it.
@@ -30,6 +32,12 @@ int64_t store_comparison(sql::Connection& db, const std::string& name, const std
 std::vector<int64_t> comparison_runs(sql::Connection& db, const std::string& name);
 // Adds a run to the comparison called `name`, creating the comparison when there is none.
 void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run_id);
+// Stores a model's head-role scores (core/head_roles.h) under `probes` (the probe options,
+// as ProbeOptions::describe() gives them), replacing what was stored under the same pair:
+// each role's score per (layer, query head), and the layer preference as role
+// "layer_preference" with head -1.
+void store_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
+                      const HeadRoles& roles);
 // The names of the comparisons that hold the run, in name order.
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id);
 

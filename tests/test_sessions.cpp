@@ -3,6 +3,7 @@
 // a file that is not SQLite, another program's database, a newer schema, a read-only
 // file and a full disk each give an Error naming the file, and lose nothing stored.
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/policy.h"
 #include "sessions/decision_blob.h"
 #include "sessions/model_hash.h"
@@ -448,6 +449,36 @@ TEST(SessionMerge, RefusesBadSourcesAndChangesNothing) {
     EXPECT_EQ(count(*target, "runs"), 1);
     EXPECT_EQ(count(*target, "sweeps"), 1);
     EXPECT_EQ(merge_sessions(*target, shard_db("bad_fine", {"c"})).copied, 1); // still usable
+}
+
+// ---- head roles -----------------------------------------------------------------------
+
+// A profile is stored per (layer, query head, role), the layer preference as head -1, and
+// storing the same model and probes again replaces it.
+TEST(SessionHeadRoles, StoreKeepsOneProfilePerModelAndProbes) {
+    auto db = open_session_db(scratch("head_roles") + "/s.db", SessionAccess::write);
+    HeadRoles r;
+    r.n_layer = 2;
+    r.n_head = 3;
+    r.n_head_kv = 1;
+    r.roles = {"sink", "induction"};
+    r.scores = {{0.1, 0.2, 0.3, 0.4, 0.5, 0.6}, {1, 0, 0, 0, 0, 0.75}};
+    r.layer_preference = {2.5, 7};
+    store_head_roles(*db, "sha256:aa", "seed=0", r);
+    r.scores[1][5] = 0.5;
+    store_head_roles(*db, "sha256:aa", "seed=0", r); // replaces
+    store_head_roles(*db, "sha256:aa", "seed=1", r);
+    EXPECT_EQ(count(*db, "head_roles"), 2 * (2 * 6 + 2));
+    sql::Statement q = db->prepare("SELECT score FROM head_roles WHERE model_hash = 'sha256:aa' AND probes = 'seed=0' "
+                                   "AND layer = 1 AND head = 2 AND role = 'induction'",
+                                   "test");
+    ASSERT_TRUE(q.step());
+    EXPECT_EQ(q.real(0), 0.5);
+    sql::Statement p = db->prepare("SELECT score FROM head_roles WHERE probes = 'seed=0' AND layer = 1 AND head = -1 "
+                                   "AND role = 'layer_preference'",
+                                   "test");
+    ASSERT_TRUE(p.step());
+    EXPECT_EQ(p.real(0), 7);
 }
 
 // ---- model hashes ---------------------------------------------------------------------
