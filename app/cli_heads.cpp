@@ -145,6 +145,8 @@ void add_heads_command(CLI::App& app) {
     cmd->add_option("--needle-length", p.needle_length, "filler tokens of each needle probe")
         ->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--needles", p.needles, "needle probes (depths spread evenly)")->capture_default_str()->check(CLI::Range(0, 100));
+    cmd->add_option("--multi-key", p.multi_key, "needle probes with four named keys, one asked")
+        ->capture_default_str()->check(CLI::Range(0, 100));
     cmd->add_option("--text-length", p.text_length, "tokens of the natural-text probe")
         ->capture_default_str()->check(CLI::Range(33, 1 << 20));
     cmd->add_option("--top", args->top, "heads shown per role")->capture_default_str()->check(CLI::Range(1, 1000));

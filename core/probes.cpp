@@ -12,6 +12,8 @@ namespace {
 
 void append(std::vector<int32_t>& to, const std::vector<int32_t>& ids) { to.insert(to.end(), ids.begin(), ids.end()); }
 
+constexpr int kKeysPerMultiKeyProbe = 4;
+
 std::vector<int32_t> start(const Tokenizer& tok) {
     return tok.add_bos_default() && tok.bos() >= 0 ? std::vector<int32_t>{tok.bos()} : std::vector<int32_t>{};
 }
@@ -39,32 +41,43 @@ Probe repeat_probe(const Tokenizer& tok, const ProbeOptions& o, std::mt19937_64&
     return p;
 }
 
-// The pieces are tokenized apart, so the key's tokens are the same ids in the needle and in
-// the answer, at known positions.
-Probe needle_probe(const Tokenizer& tok, const ProbeOptions& o, double depth, std::mt19937_64& rng) {
+// Pass keys at `depths` of the filler, each named after a door when there are several, and
+// a question for the key at `asked`, its answer teacher-forced. The pieces are tokenized
+// apart, so a key's tokens are the same ids in the needle and in the answer, at known
+// positions.
+Probe needle_probe(const Tokenizer& tok, const ProbeOptions& o, const std::vector<double>& depths, size_t asked,
+                   std::mt19937_64& rng) {
+    static const char* const kDoors[] = {"red", "blue", "green", "yellow", "white", "black", "grey", "orange"};
     const std::vector<int32_t> filler = tok.encode(passkey_filler(), false);
-    const std::vector<int32_t> key = tok.encode(" " + std::to_string(10000 + rng() % 90000), false);
-    std::vector<int32_t> before, after;
-    const int64_t n_before = int64_t(depth * double(o.needle_length));
-    for (int64_t i = 0; i < n_before; ++i) before.push_back(filler[size_t(i) % filler.size()]);
-    for (int64_t i = n_before; i < o.needle_length; ++i) after.push_back(filler[size_t(i) % filler.size()]);
-
+    const auto subject = [&](size_t i) {
+        return depths.size() == 1 ? std::string(" The pass key") : " The pass key of the " + std::string(kDoors[i % 8]) + " door";
+    };
     Probe p;
     p.kind = Probe::Kind::needle;
-    char name[32];
-    std::snprintf(name, sizeof name, "needle depth=%.2f", depth);
+    char name[64];
+    if (depths.size() == 1) std::snprintf(name, sizeof name, "needle depth=%.2f", depths[0]);
+    else std::snprintf(name, sizeof name, "needles %zu, asked depth=%.2f", depths.size(), depths[asked]);
     p.name = name;
     p.tokens = start(tok);
-    append(p.tokens, before);
-    append(p.tokens, tok.encode(" The pass key is", false));
-    const int64_t source = int64_t(p.tokens.size());
-    append(p.tokens, key);
-    append(p.tokens, tok.encode(". Remember it.", false));
-    append(p.tokens, after);
-    append(p.tokens, tok.encode(" What is the pass key? The pass key is", false));
+    std::vector<int32_t> asked_key;
+    int64_t source = 0, written = 0;
+    for (size_t i = 0; i < depths.size(); ++i) {
+        for (const int64_t end = int64_t(depths[i] * double(o.needle_length)); written < end; ++written)
+            p.tokens.push_back(filler[size_t(written) % filler.size()]);
+        const std::vector<int32_t> key = tok.encode(" " + std::to_string(10000 + rng() % 90000), false);
+        append(p.tokens, tok.encode(subject(i) + " is", false));
+        if (i == asked) {
+            source = int64_t(p.tokens.size());
+            asked_key = key;
+        }
+        append(p.tokens, key);
+        append(p.tokens, tok.encode(". Remember it.", false));
+    }
+    for (; written < o.needle_length; ++written) p.tokens.push_back(filler[size_t(written) % filler.size()]);
+    append(p.tokens, tok.encode(" What is the" + subject(asked).substr(4) + "?" + subject(asked) + " is", false));
     const int64_t answer = int64_t(p.tokens.size());
-    append(p.tokens, key);
-    for (int64_t m = 0; m < int64_t(key.size()); ++m) p.copies.push_back({answer + m - 1, source + m});
+    append(p.tokens, asked_key);
+    for (int64_t m = 0; m < int64_t(asked_key.size()); ++m) p.copies.push_back({answer + m - 1, source + m});
     return p;
 }
 
@@ -87,14 +100,20 @@ Probe text_probe(const Tokenizer& tok, const ProbeOptions& o, std::mt19937_64& r
 std::string ProbeOptions::describe() const {
     return "seed=" + std::to_string(seed) + " repeat=" + std::to_string(repeat_length) + "x" + std::to_string(repeats) +
            " needle=" +
-           std::to_string(needle_length) + "x" + std::to_string(needles) + " text=" + std::to_string(text_length);
+           std::to_string(needle_length) + "x" + std::to_string(needles) + " multikey=" + std::to_string(multi_key) +
+           " text=" + std::to_string(text_length);
 }
 
 std::vector<Probe> make_probes(const Tokenizer& tok, const ProbeOptions& o) {
     std::mt19937_64 rng(o.seed);
     std::vector<Probe> probes;
     for (int i = 0; i < o.repeats; ++i) probes.push_back(repeat_probe(tok, o, rng));
-    for (int i = 0; i < o.needles; ++i) probes.push_back(needle_probe(tok, o, (i + 0.5) / o.needles, rng));
+    for (int i = 0; i < o.needles; ++i) probes.push_back(needle_probe(tok, o, {(i + 0.5) / o.needles}, 0, rng));
+    for (int i = 0; i < o.multi_key; ++i) {
+        std::vector<double> depths;
+        for (int k = 0; k < kKeysPerMultiKeyProbe; ++k) depths.push_back((k + 0.5) / kKeysPerMultiKeyProbe);
+        probes.push_back(needle_probe(tok, o, depths, size_t(rng() % kKeysPerMultiKeyProbe), rng));
+    }
     probes.push_back(text_probe(tok, o, rng));
     return probes;
 }
