@@ -26,6 +26,8 @@ debian_packages=(
   libdlpack-dev                                 # the tensor exchange struct of the plugin ABI
   libsqlite3-dev zlib1g-dev libssl-dev          # sessions: the database, decision blobs, model SHA-256
   libstb-dev fonts-dejavu-core                  # report: PNG plots (stb_image_write, stb_truetype) and their font
+  libimgui-dev libglfw3-dev libgl-dev           # the workbench: Dear ImGui 1.86 (and its backends' sources), GLFW, OpenGL
+  libgl1-mesa-dri xvfb xauth                    # ... and a virtual display, for headless GUI tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
   slurm-wlm munge                               # test_slurm: a one-node Slurm cluster runs a sweep
 )
@@ -106,8 +108,8 @@ build default
 case "$mode" in
   run)
     step "running"
-    # The workbench needs a display; without one (or until it lands) the headless demo runs.
-    exec build/kvscope demo ;;
+    # The workbench needs a display; without one the headless demo runs.
+    if [ -n "${DISPLAY:-}" ]; then exec build/kvscope; else exec build/kvscope demo; fi ;;
   test)
     step "running the default tests"
     ctest --preset default -j "$(nproc)"

@@ -75,12 +75,12 @@ std::string model_path(const ModelOptions& options) {
     return options.model.empty() ? default_model_path() : options.model;
 }
 
-std::unique_ptr<Model> load_model(const ModelOptions& options) {
+std::unique_ptr<Model> load_model(const ModelOptions& options, const LoadProgress& progress) {
     set_cpu_threads(options.threads);
     LoadOptions load;
     load.device = parse_device(options.device);
     load.dtype = parse_dtype(options.dtype, load.device);
-    load.progress = print_progress;
+    load.progress = progress ? progress : LoadProgress(print_progress);
     load.block_weights = !options.fp32_decode;
     const std::string path = model_path(options);
     if (options.model.empty() && access(path.c_str(), R_OK) != 0)

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,8 +31,10 @@ struct ModelOptions {
 void add_model_options(CLI::App& command, ModelOptions& options);
 // The model's file or folder: --model, or the default model.
 std::string model_path(const ModelOptions& options);
-// Loads the model, printing progress to stderr; throws kvscope::Error on bad input.
-std::unique_ptr<Model> load_model(const ModelOptions& options);
+// Loads the model, reporting progress to `progress` (by default a line on stderr);
+// throws kvscope::Error on bad input.
+using LoadProgress = std::function<void(double fraction, const std::string& what)>;
+std::unique_ptr<Model> load_model(const ModelOptions& options, const LoadProgress& progress = {});
 
 // A UTF-8 text file, whole; throws Error naming the file and `what` it is for.
 std::string read_text_file(const std::string& path, const std::string& what);

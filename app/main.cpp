@@ -1,5 +1,8 @@
 // kvscope: the command line entry. Each subcommand lives in its own cli_*.cpp file.
 #include "app/cli_common.h"
+#ifdef KVSCOPE_WITH_GUI
+#include "app/gui.h"
+#endif
 
 #include "core/error.h"
 
@@ -38,10 +41,22 @@ int main(int argc, char** argv) {
     kvscope::add_heads_command(app);
     kvscope::add_sessions_command(app);
     kvscope::add_export_command(app);
+#ifdef KVSCOPE_WITH_GUI
+    kvscope::GuiOptions gui;
+    kvscope::add_gui_command(app, gui);
+    bool gui_bench = false;
+    app.add_flag("--gui-bench", gui_bench, "Run the workbench's scripted scenario and print its frame times "
+                                           "(kvscope gui --bench, with its options)");
+#endif
     try {
         app.parse(argc, argv);
-        // No subcommand: the workbench will open here once the GUI lands; until then, help.
+#ifdef KVSCOPE_WITH_GUI
+        // No subcommand: the workbench.
+        gui.bench = gui_bench;
+        if (app.get_subcommands().empty()) return kvscope::run_gui(gui);
+#else
         if (app.get_subcommands().empty()) std::fputs(app.help().c_str(), stdout);
+#endif
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     } catch (const kvscope::Error& e) {

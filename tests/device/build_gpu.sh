@@ -38,7 +38,8 @@ echo "== build (preset gpu)"
 start=$SECONDS
 # CMAKE_LIBRARY_PATH: TorchConfig's find_library calls search the system folders before
 # torch's own lib/, so a Debian libtorch-dev beside the pip torch would win without it.
-cmake --preset gpu -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" -DCMAKE_LIBRARY_PATH="$torch_lib" \
+# No GLFW headers there: the GUI stays off (the preset says so too; this keeps it explicit).
+cmake --preset gpu -DKVSCOPE_GUI=OFF -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" -DCMAKE_LIBRARY_PATH="$torch_lib" \
       ${rpath_link:+-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$rpath_link} \
       ${CMAKE_ARGS:-}
 cmake --build --preset gpu -j "${JOBS:-$(nproc)}"

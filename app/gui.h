@@ -1,0 +1,34 @@
+// The workbench: `kvscope` with no subcommand opens it; `kvscope gui` takes options, and
+// `kvscope gui --bench` / `--screenshot` run a scripted scenario (gui_scenario.cpp)
+// for benchmarks and headless tests. No torch here.
+#pragma once
+
+#include "app/cli_common.h"
+
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+struct GuiOptions {
+    ModelOptions model;
+    std::vector<std::string> plugins;
+    int width = 1600, height = 900;
+    // The scripted scenario: load the model, run `method` at `budget` for `steps` steps on
+    // `prompt` next to the reference, then view it for `view_frames` frames.
+    bool bench = false;      // print frame-time percentiles at the end
+    std::string screenshot;  // write a PNG of the last frame
+    std::string method = "snapkv";
+    int budget = 16;
+    std::string prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle.";
+    int steps = 24, view_frames = 120;
+    double timeout_s = 300;
+    bool scripted() const { return bench || !screenshot.empty(); }
+};
+
+void add_gui_options(CLI::App& command, GuiOptions& options);
+void add_gui_command(CLI::App& app, GuiOptions& options);
+// Opens the window and runs until it closes (or the scenario ends); the exit status.
+int run_gui(const GuiOptions& options);
+
+} // namespace kvscope

@@ -1,0 +1,318 @@
+// [SECTION] index: layout settings (ini) · actions and keys · menu, banner, palette ·
+// layout and splitters · commands
+#include "app/gui_shell.h"
+
+#include "app/gui_worker.h"
+
+#include <imgui.h>
+#include <imgui_internal.h> // the ini settings handler
+#include <imgui_stdlib.h>
+
+#include <GLFW/glfw3.h> // key codes: the 1.86 GLFW backend indexes io.KeysDown by them
+
+#include <algorithm>
+#include <cstdio>
+
+namespace kvscope {
+
+namespace {
+
+// ---- [SECTION] layout settings: the splitters' fractions, in the ini as [KVScope][Layout]
+struct LayoutFractions {
+    float left = 0.22f;   // run setup's share of the width
+    float strip = 0.16f;  // token strip's share of the centre's height
+    float raster = 0.6f;  // eviction raster's share of the lower centre's width
+    float grid = 0.4f;    // head grid's share of the right column's height
+};
+LayoutFractions g_layout;
+
+void* ReadOpen(ImGuiContext*, ImGuiSettingsHandler*, const char* name) {
+    return std::string_view(name) == "Layout" ? &g_layout : nullptr;
+}
+void ReadLine(ImGuiContext*, ImGuiSettingsHandler*, void* entry, const char* line) {
+    auto* l = static_cast<LayoutFractions*>(entry);
+    float v = 0;
+    if (std::sscanf(line, "Left=%f", &v) == 1) l->left = std::clamp(v, 0.1f, 0.6f);
+    else if (std::sscanf(line, "Strip=%f", &v) == 1) l->strip = std::clamp(v, 0.08f, 0.6f);
+    else if (std::sscanf(line, "Raster=%f", &v) == 1) l->raster = std::clamp(v, 0.15f, 0.85f);
+    else if (std::sscanf(line, "Grid=%f", &v) == 1) l->grid = std::clamp(v, 0.1f, 0.9f);
+}
+void WriteAll(ImGuiContext*, ImGuiSettingsHandler* handler, ImGuiTextBuffer* out) {
+    out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\n\n", handler->TypeName, g_layout.left,
+                 g_layout.strip, g_layout.raster, g_layout.grid);
+}
+
+void RegisterLayoutSettings() {
+    ImGuiSettingsHandler handler;
+    handler.TypeName = "KVScope";
+    handler.TypeHash = ImHashStr("KVScope");
+    handler.ReadOpenFn = ReadOpen;
+    handler.ReadLineFn = ReadLine;
+    handler.WriteAllFn = WriteAll;
+    ImGui::GetCurrentContext()->SettingsHandlers.push_back(handler);
+}
+
+// A bar between two regions that moves `fraction` of `total` as it is dragged.
+void Splitter(const char* id, bool vertical, float& fraction, float total, float thickness, float lo, float hi) {
+    ImGui::InvisibleButton(id, vertical ? ImVec2{thickness, -1} : ImVec2{-1, thickness});
+    if (ImGui::IsItemHovered() || ImGui::IsItemActive())
+        ImGui::SetMouseCursor(vertical ? ImGuiMouseCursor_ResizeEW : ImGuiMouseCursor_ResizeNS);
+    const bool active = ImGui::IsItemActive();
+    ImGui::GetWindowDrawList()->AddRectFilled(ImGui::GetItemRectMin(), ImGui::GetItemRectMax(),
+                                              ImGui::GetColorU32(active ? ImGuiCol_SeparatorActive : ImGuiCol_Separator));
+    if (active && total > 0) {
+        const float delta = vertical ? ImGui::GetIO().MouseDelta.x : ImGui::GetIO().MouseDelta.y;
+        fraction = std::clamp(fraction + delta / total, lo, hi);
+        ImGui::MarkIniSettingsDirty();
+    }
+}
+
+enum ViewIndex { kRunSetup, kTokenStrip, kRaster, kHeadGrid, kMemory }; // ViewTable()'s order
+
+bool Pressed(int key) { return ImGui::IsKeyPressed(key, true); }
+
+} // namespace
+
+Shell::Shell(GuiWorker& worker, UploadTextureFn upload_texture)
+    : worker_(worker), upload_texture_(upload_texture), shown_(ViewTable().size(), true) { RegisterLayoutSettings(); }
+
+// ---- [SECTION] actions and keys
+std::string ShortcutText(const Action& a) {
+    static const std::pair<int, const char*> names[] = {
+        {GLFW_KEY_F5, "F5"},       {GLFW_KEY_LEFT, "Left"},          {GLFW_KEY_RIGHT, "Right"},
+        {GLFW_KEY_UP, "Up"},       {GLFW_KEY_DOWN, "Down"},          {GLFW_KEY_LEFT_BRACKET, "["},
+        {GLFW_KEY_ESCAPE, "Esc"},  {GLFW_KEY_RIGHT_BRACKET, "]"},    {GLFW_KEY_P, "P"},
+        {GLFW_KEY_Q, "Q"}};
+    std::string text;
+    for (const auto& [key, name] : names)
+        if (key == a.key) text = std::string(a.ctrl ? "Ctrl+" : "") + (a.shift ? "Shift+" : "") + name;
+    return text;
+}
+
+std::vector<Action> Shell::Actions() {
+    const bool busy = animating() && snapshot_.model.ready;
+    Selection& sel = selection_;
+    std::vector<Action> actions = {
+        {"File: quit", [this] { quit_ = true; }, true, GLFW_KEY_Q, true},
+        {"Run: start the run as set up", [this] { RunNow(); }, snapshot_.model.ready && !busy, GLFW_KEY_F5},
+        {"Run: stop", [this] { commands_.stop = true; }, busy, GLFW_KEY_F5, false, true},
+        // Keyboard navigation owns the plain arrows; the selection moves with Ctrl held.
+        {"Run: previous step", [&sel] { sel.step = std::max(0, sel.step - 1); }, true, GLFW_KEY_LEFT, true},
+        {"Run: next step", [&sel] { ++sel.step; }, true, GLFW_KEY_RIGHT, true},
+        {"Run: previous layer", [&sel] { sel.layer = std::max(0, sel.layer - 1); }, true, GLFW_KEY_UP, true},
+        {"Run: next layer", [&sel] { ++sel.layer; }, true, GLFW_KEY_DOWN, true},
+        {"Run: previous KV head", [&sel] { sel.head = std::max(0, sel.head - 1); }, true, GLFW_KEY_LEFT_BRACKET},
+        {"Run: next KV head", [&sel] { ++sel.head; }, true, GLFW_KEY_RIGHT_BRACKET},
+        {"Run: clear the selection", [&sel] { sel = Selection{}; }, true, GLFW_KEY_ESCAPE},
+        {"View: reset layout", [] { g_layout = LayoutFractions{}; ImGui::MarkIniSettingsDirty(); }},
+        {"Help: command palette", [this] { palette_open_ = true; }, true, GLFW_KEY_P, true},
+        {"Help: about KVScope", [this] { about_open_ = true; }},
+    };
+    for (size_t i = 0; i < ViewTable().size(); ++i)
+        actions.push_back({std::string("View: show or hide ") + ViewTable()[i].name, [this, i] { shown_[i] = !shown_[i]; }});
+    return actions;
+}
+
+void Shell::HandleKeys() {
+    const ImGuiIO& io = ImGui::GetIO();
+    for (const Action& a : Actions()) {
+        // While typing, only chords and function keys act; an open popup (the palette, a
+        // menu, a combo) takes the others.
+        const bool chord = a.ctrl || a.key == GLFW_KEY_F5;
+        const bool popup = ImGui::IsPopupOpen("", ImGuiPopupFlags_AnyPopupId); // Esc and the arrows are its
+        if (!a.key || !a.enabled || (!chord && (io.WantTextInput || popup))) continue;
+        if (a.ctrl == io.KeyCtrl && a.shift == io.KeyShift && ImGui::IsKeyPressed(a.key, true)) a.run();
+    }
+    if (selection_.run >= 0 && size_t(selection_.run) < snapshot_.runs.size())
+        selection_.step = std::min(selection_.step, int(snapshot_.runs[size_t(selection_.run)].steps.size()) - 1);
+}
+
+// ---- [SECTION] menu, banner, palette
+void Shell::MenuBar() {
+    if (!ImGui::BeginMenuBar()) return;
+    const std::vector<Action> actions = Actions();
+    // Each menu lists the actions whose name starts with its title, as the palette does.
+    for (const char* menu : {"File", "Run", "View", "Plugins", "Help"}) {
+        if (!ImGui::BeginMenu(menu)) continue;
+        if (std::string_view(menu) == "Plugins") {
+            for (const MethodSchema& m : snapshot_.methods)
+                ImGui::MenuItem((m.name + "  (" + m.family + ", " + m.plugin + ")").c_str(), nullptr, false, false);
+            if (snapshot_.methods.empty()) ImGui::TextDisabled("(loading)");
+        }
+        if (std::string_view(menu) == "View")
+            for (size_t i = 0; i < ViewTable().size(); ++i) {
+                bool shown = shown_[i];
+                if (ImGui::MenuItem(ViewTable()[i].name, nullptr, &shown)) shown_[i] = shown;
+                if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", ViewTable()[i].tooltip);
+            }
+        for (const Action& a : actions)
+            if (a.name.rfind(menu, 0) == 0 && a.name.find("show or hide") == std::string::npos &&
+                ImGui::MenuItem(a.name.c_str() + std::string_view(menu).size() + 2, ShortcutText(a).c_str(), false, a.enabled))
+                a.run();
+        ImGui::EndMenu();
+    }
+    const ModelInfo& m = snapshot_.model;
+    char status[256];
+    std::snprintf(status, sizeof status, "%s · %s · %.0f fps", m.ready ? m.name.c_str() : "loading model",
+                  m.device.c_str(), ImGui::GetIO().Framerate);
+    ImGui::SameLine(ImGui::GetWindowWidth() - ImGui::CalcTextSize(status).x - ImGui::GetStyle().ItemSpacing.x * 2);
+    ImGui::TextUnformatted(status);
+    ImGui::EndMenuBar();
+}
+
+void Shell::Banner() {
+    if (errors_seen_ > snapshot_.errors.size()) errors_seen_ = 0;
+    if (errors_seen_ == snapshot_.errors.size()) return;
+    ImGui::PushStyleColor(ImGuiCol_ChildBg, IM_COL32(120, 30, 30, 255));
+    ImGui::BeginChild("banner", {0, ImGui::GetFrameHeightWithSpacing() + 4}, true);
+    ImGui::TextUnformatted(snapshot_.errors.back().c_str());
+    if (snapshot_.errors.size() - errors_seen_ > 1) {
+        ImGui::SameLine();
+        ImGui::TextDisabled("(+%zu more)", snapshot_.errors.size() - errors_seen_ - 1);
+    }
+    ImGui::SameLine(ImGui::GetWindowWidth() - ImGui::CalcTextSize("Dismiss").x - 24);
+    if (ImGui::SmallButton("Dismiss")) errors_seen_ = snapshot_.errors.size();
+    ImGui::EndChild();
+    ImGui::PopStyleColor();
+}
+
+void Shell::Palette() {
+    if (palette_open_) {
+        ImGui::OpenPopup("Command palette");
+        palette_open_ = false;
+        palette_filter_.clear();
+        palette_cursor_ = 0;
+    }
+    const ImVec2 center = ImGui::GetMainViewport()->GetCenter();
+    ImGui::SetNextWindowPos({center.x, center.y * 0.5f}, ImGuiCond_Appearing, {0.5f, 0.5f});
+    ImGui::SetNextWindowSize({ImGui::GetFontSize() * 36, 0});
+    if (!ImGui::BeginPopup("Command palette")) return;
+    if (ImGui::IsWindowAppearing()) ImGui::SetKeyboardFocusHere();
+    ImGui::SetNextItemWidth(-1);
+    if (ImGui::InputTextWithHint("##filter", "type to filter, Up/Down to choose, Enter to run", &palette_filter_))
+        palette_cursor_ = 0;
+    std::vector<Action> matching;
+    for (Action& a : Actions()) {
+        std::string lower = a.name, want = palette_filter_;
+        for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+        for (char& c : want) c = char(std::tolower(static_cast<unsigned char>(c)));
+        if (lower.find(want) != std::string::npos) matching.push_back(std::move(a));
+    }
+    if (Pressed(GLFW_KEY_DOWN)) ++palette_cursor_;
+    if (Pressed(GLFW_KEY_UP)) --palette_cursor_;
+    palette_cursor_ = std::clamp(palette_cursor_, 0, std::max(0, int(matching.size()) - 1));
+    const Action* chosen = nullptr;
+    for (size_t i = 0; i < matching.size(); ++i) {
+        ImGui::BeginDisabled(!matching[i].enabled);
+        if (ImGui::Selectable(matching[i].name.c_str(), int(i) == palette_cursor_)) chosen = &matching[i];
+        ImGui::EndDisabled();
+        const std::string shortcut = ShortcutText(matching[i]);
+        ImGui::SameLine(ImGui::GetWindowWidth() - ImGui::CalcTextSize(shortcut.c_str()).x - 16);
+        ImGui::TextDisabled("%s", shortcut.c_str());
+    }
+    if (Pressed(GLFW_KEY_ENTER) && !matching.empty()) chosen = &matching[size_t(palette_cursor_)];
+    if (Pressed(GLFW_KEY_ESCAPE)) ImGui::CloseCurrentPopup(); // one Esc, though the filter has the focus
+    if (chosen && chosen->enabled) {
+        chosen->run();
+        ImGui::CloseCurrentPopup();
+    }
+    ImGui::EndPopup();
+}
+
+// ---- [SECTION] layout and splitters
+void Shell::DrawView(int view, ImVec2 size) {
+    const ViewEntry& entry = ViewTable()[size_t(view)];
+    ImGui::BeginChild(entry.name, size, true);
+    ImGui::TextDisabled("%s", entry.name);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", entry.tooltip);
+    ViewContext ctx{snapshot_, selection_, setup_, commands_, upload_texture_};
+    entry.draw(ctx);
+    ImGui::EndChild();
+}
+
+void Shell::Layout() {
+    const float bar = 6.0f;
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    const bool left = shown_[kRunSetup], strip = shown_[kTokenStrip], raster = shown_[kRaster];
+    const bool right = shown_[kHeadGrid] || shown_[kMemory];
+    const float left_w = left ? std::floor(avail.x * g_layout.left) : 0;
+    if (left) {
+        DrawView(kRunSetup, {left_w, avail.y});
+        ImGui::SameLine(0, 0);
+        Splitter("##left", true, g_layout.left, avail.x, bar, 0.1f, 0.6f);
+        ImGui::SameLine(0, 0);
+    }
+    ImGui::BeginChild("centre", {0, avail.y}, false);
+    const ImVec2 c = ImGui::GetContentRegionAvail();
+    if (strip) {
+        DrawView(kTokenStrip, {c.x, std::floor(c.y * g_layout.strip)});
+        Splitter("##strip", false, g_layout.strip, c.y, bar, 0.08f, 0.6f);
+    }
+    const float lower_h = ImGui::GetContentRegionAvail().y;
+    if (raster) {
+        DrawView(kRaster, {right ? std::floor(c.x * g_layout.raster) : c.x, lower_h});
+        if (right) {
+            ImGui::SameLine(0, 0);
+            Splitter("##raster", true, g_layout.raster, c.x, bar, 0.15f, 0.85f);
+            ImGui::SameLine(0, 0);
+        }
+    }
+    if (right) {
+        ImGui::BeginChild("right", {0, lower_h}, false);
+        const float grid_h = shown_[kMemory] ? std::floor(lower_h * g_layout.grid) : lower_h;
+        if (shown_[kHeadGrid]) DrawView(kHeadGrid, {0, grid_h});
+        if (shown_[kHeadGrid] && shown_[kMemory]) Splitter("##grid", false, g_layout.grid, lower_h, bar, 0.1f, 0.9f);
+        if (shown_[kMemory]) DrawView(kMemory, {0, 0});
+        ImGui::EndChild();
+    }
+    ImGui::EndChild();
+}
+
+// ---- [SECTION] commands
+bool Shell::animating() const {
+    return !snapshot_.model.ready || (!snapshot_.runs.empty() && snapshot_.runs.back().live());
+}
+
+void Shell::RunNow() {
+    if (!snapshot_.model.ready || (!snapshot_.runs.empty() && snapshot_.runs.back().live())) return;
+    commands_.run = true;
+    commands_.request = MakeRunRequest(snapshot_, setup_);
+}
+
+void Shell::ApplyCommands() {
+    if (commands_.run) {
+        worker_.Run(commands_.request);
+        selection_.run = -1; // follow the latest run: the new one, once it appears
+        selection_.step = -1;
+    }
+    if (commands_.stop) worker_.Stop();
+    commands_ = Commands{};
+}
+
+void Shell::Frame() {
+    worker_.Sync(snapshot_); // when the worker holds the lock, last frame's copy will do
+    HandleKeys();
+    const ImGuiViewport* vp = ImGui::GetMainViewport();
+    ImGui::SetNextWindowPos(vp->WorkPos);
+    ImGui::SetNextWindowSize(vp->WorkSize);
+    ImGui::PushStyleVar(ImGuiStyleVar_WindowRounding, 0);
+    ImGui::Begin("KVScope", nullptr,
+                 ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_MenuBar | ImGuiWindowFlags_NoMove |
+                     ImGuiWindowFlags_NoBringToFrontOnFocus | ImGuiWindowFlags_NoSavedSettings |
+                     ImGuiWindowFlags_NoBackground); // the clear colour is the background: one full-screen pass less
+    ImGui::PopStyleVar();
+    MenuBar();
+    Banner();
+    Layout();
+    Palette();
+    ImGui::End();
+    if (about_open_) {
+        ImGui::Begin("About KVScope", &about_open_, ImGuiWindowFlags_AlwaysAutoResize);
+        ImGui::Text("KVScope: a workbench for KV-cache compression research.");
+        ImGui::Text("Ctrl+P lists every action and its keys.");
+        ImGui::End();
+    }
+    ApplyCommands();
+}
+
+} // namespace kvscope

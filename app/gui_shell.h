@@ -1,0 +1,65 @@
+// The workbench's main window: menu, status, error banner, command palette, and the
+// views laid out per UI.md in child regions with draggable splitters (Dear ImGui 1.86
+// has no docking). The splitters' positions persist in the ImGui ini file.
+#pragma once
+
+#include "views/views.h"
+
+#include <imgui.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+class GuiWorker;
+
+// Everything the user can do: the menus, the palette and the keys all come from Actions().
+struct Action {
+    std::string name; // "<Menu>: what it does", as the menu and the palette show it
+    std::function<void()> run;
+    bool enabled = true;
+    int key = 0;      // a GLFW key code (0: none), with Ctrl or Shift held when set
+    bool ctrl = false, shift = false;
+};
+std::string ShortcutText(const Action& action);
+
+class Shell {
+public:
+    // After ImGui::CreateContext, before the first frame.
+    Shell(GuiWorker& worker, UploadTextureFn upload_texture);
+    void Frame();                      // between ImGui::NewFrame and ImGui::Render
+
+    bool quit() const { return quit_; }
+    // Whether the worker is changing what is shown (the model loading, a run live).
+    bool animating() const;
+    const Snapshot& snapshot() const { return snapshot_; }
+    Selection& selection() { return selection_; }
+    RunSetupState& setup() { return setup_; }
+    void RunNow(); // as the Run button does
+    std::vector<Action> Actions();
+
+private:
+    void HandleKeys();
+    void MenuBar();
+    void Banner();
+    void Palette();
+    void Layout();
+    void DrawView(int view, ImVec2 size);
+    void ApplyCommands();
+
+    GuiWorker& worker_;
+    UploadTextureFn upload_texture_;
+    Snapshot snapshot_;
+    Selection selection_;
+    RunSetupState setup_;
+    Commands commands_;
+    std::vector<bool> shown_;
+    size_t errors_seen_ = 0; // the banner shows errors after this many
+    bool quit_ = false, palette_open_ = false, about_open_ = false;
+    std::string palette_filter_;
+    int palette_cursor_ = 0;
+};
+
+} // namespace kvscope

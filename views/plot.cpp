@@ -1,0 +1,159 @@
+#include "views/plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string_view>
+
+namespace kvscope {
+
+ImU32 ScoreColor(float t) {
+    // Viridis at nine evenly spaced points, interpolated linearly in sRGB.
+    static const float stops[9][3] = {{68, 1, 84},    {71, 44, 122},  {59, 81, 139},   {44, 113, 142}, {33, 144, 141},
+                                      {39, 173, 129}, {92, 200, 99},  {170, 220, 50},  {253, 231, 37}};
+    t = std::clamp(t, 0.0f, 1.0f) * 8.0f;
+    const int i = std::min(int(t), 7);
+    const float f = t - float(i);
+    auto mix = [&](int c) { return int(stops[i][c] + (stops[i + 1][c] - stops[i][c]) * f); };
+    return IM_COL32(mix(0), mix(1), mix(2), 255);
+}
+
+ImU32 ReferenceColor() { return IM_COL32(160, 160, 160, 255); }
+
+ImU32 RunColor(int i) {
+    static const ImU32 colors[] = {IM_COL32(0, 114, 178, 255), IM_COL32(230, 159, 0, 255),
+                                   IM_COL32(0, 158, 115, 255), IM_COL32(204, 121, 167, 255),
+                                   IM_COL32(86, 180, 233, 255), IM_COL32(240, 228, 66, 255)};
+    return colors[size_t(i) % (sizeof colors / sizeof colors[0])];
+}
+
+ImU32 MismatchColor() { return IM_COL32(213, 94, 0, 255); }
+
+void HelpMarker(const char* text) {
+    ImGui::SameLine();
+    ImGui::TextDisabled("(?)");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", text);
+}
+
+void SectionHeading(const char* label) {
+    ImGui::Spacing();
+    ImGui::TextDisabled("%s", label);
+    ImGui::Separator();
+}
+
+const char* FormatBytes(double bytes) {
+    static char buf[32]; // UI thread only; used right away
+    if (bytes >= 1048576.0) std::snprintf(buf, sizeof buf, "%.2f MiB", bytes / 1048576.0);
+    else if (bytes >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
+    else std::snprintf(buf, sizeof buf, "%.0f B", bytes);
+    return buf;
+}
+
+namespace {
+
+struct Range {
+    double lo = 0, hi = 1;
+};
+
+// The y range over every series, from zero so that sizes compare honestly.
+Range ValueRange(const std::vector<Series>& series) {
+    Range r{0, 0};
+    for (const Series& s : series)
+        for (int64_t i = 0; i < s.count; ++i) r.hi = std::max(r.hi, s.value(i));
+    if (r.hi <= r.lo) r.hi = r.lo + 1;
+    return r;
+}
+
+// A line, or a dashed one: 6 px on, 6 px off, whatever its length.
+void DrawSegment(ImDrawList* dl, ImVec2 a, ImVec2 b, ImU32 color, bool dashed) {
+    const float dx = b.x - a.x, dy = b.y - a.y, length = std::sqrt(dx * dx + dy * dy);
+    if (!dashed || length < 1) return dl->AddLine(a, b, color, 1.5f);
+    for (float t = 0; t < length; t += 12) {
+        const float u = std::min(length, t + 6);
+        dl->AddLine({a.x + dx * t / length, a.y + dy * t / length}, {a.x + dx * u / length, a.y + dy * u / length}, color, 1.5f);
+    }
+}
+
+// One series as a polyline with one vertex per pixel column: where several steps fall in
+// a column it draws their min..max as a vertical stroke (nothing is dropped).
+void DrawSeries(ImDrawList* dl, const Series& s, ImVec2 p0, ImVec2 p1, int64_t n_steps, Range r) {
+    const float w = p1.x - p0.x, h = p1.y - p0.y;
+    auto y_of = [&](double v) { return p1.y - float((v - r.lo) / (r.hi - r.lo)) * h; };
+    const int columns = std::max(1, int(w));
+    ImVec2 prev{-1, 0};
+    int64_t i = 0;
+    for (int c = 0; c < columns && i < s.count; ++c) {
+        const int64_t end = std::min(s.count, std::max(i + 1, int64_t(double(c + 1) / columns * double(n_steps))));
+        double lo = s.value(i), hi = lo;
+        for (int64_t j = i + 1; j < end; ++j) lo = std::min(lo, s.value(j)), hi = std::max(hi, s.value(j));
+        const float x = p0.x + (n_steps > 1 ? float(double(i) / double(n_steps - 1)) * w : w * 0.5f);
+        const ImVec2 pt{x, y_of(s.value(end - 1))};
+        if (prev.x >= 0) DrawSegment(dl, prev, {x, y_of(s.value(i))}, s.color, s.dashed);
+        if (hi > lo) dl->AddLine({x, y_of(lo)}, {x, y_of(hi)}, s.color, 1.0f);
+        prev = pt;
+        i = end;
+    }
+}
+
+} // namespace
+
+int64_t LinePlot(const char* id, const char* unit, const std::vector<Series>& series, ImVec2 size,
+                 int64_t selected_step) {
+    ImGui::PushID(id);
+    const ImVec2 origin = ImGui::GetCursorScreenPos();
+    const float axis = ImGui::CalcTextSize("000.00 MiB").x + 6;
+    const float line = ImGui::GetTextLineHeight();
+    const ImVec2 p0{origin.x + axis, origin.y + line * 0.5f};
+    const ImVec2 p1{origin.x + std::max(size.x, axis + 40), origin.y + std::max(size.y, 3 * line) - line * 1.5f};
+    ImGui::InvisibleButton("plot", {p1.x - origin.x, p1.y - origin.y + line * 1.5f});
+    const bool hovered = ImGui::IsItemHovered();
+    const bool clicked = ImGui::IsItemClicked();
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    dl->AddRectFilled(p0, p1, IM_COL32(25, 25, 30, 255));
+    dl->AddRect(p0, p1, IM_COL32(90, 90, 100, 255));
+
+    int64_t n_steps = 0;
+    for (const Series& s : series) n_steps = std::max(n_steps, s.count);
+    const Range r = ValueRange(series);
+    char label[48];
+    auto y_label = [&](double v, float y) {
+        if (std::string_view(unit) == "bytes") std::snprintf(label, sizeof label, "%s", FormatBytes(v));
+        else std::snprintf(label, sizeof label, "%.3g %s", v, unit);
+        dl->AddText({origin.x, y - line * 0.5f}, IM_COL32(200, 200, 200, 255), label);
+    };
+    y_label(r.hi, p0.y);
+    y_label(r.lo, p1.y);
+    std::snprintf(label, sizeof label, "decode step (0..%lld)", (long long)std::max<int64_t>(0, n_steps - 1));
+    dl->AddText({p0.x, p1.y + 2}, IM_COL32(200, 200, 200, 255), label);
+    if (n_steps == 0) {
+        ImGui::PopID();
+        return -1;
+    }
+    dl->PushClipRect(p0, p1, true);
+    for (const Series& s : series) DrawSeries(dl, s, p0, p1, n_steps, r);
+    auto x_of = [&](int64_t step) { return p0.x + (n_steps > 1 ? float(step) / float(n_steps - 1) : 0.5f) * (p1.x - p0.x); };
+    if (selected_step >= 0 && selected_step < n_steps)
+        dl->AddLine({x_of(selected_step), p0.y}, {x_of(selected_step), p1.y}, IM_COL32(255, 255, 255, 120));
+    dl->PopClipRect();
+
+    int64_t result = -1;
+    if (hovered) {
+        const float fx = (ImGui::GetIO().MousePos.x - p0.x) / std::max(1.0f, p1.x - p0.x);
+        const int64_t step = std::clamp<int64_t>(int64_t(std::lround(fx * double(n_steps - 1))), 0, n_steps - 1);
+        dl->AddLine({x_of(step), p0.y}, {x_of(step), p1.y}, IM_COL32(255, 255, 255, 60));
+        ImGui::BeginTooltip();
+        ImGui::Text("step %lld", (long long)step);
+        for (const Series& s : series) {
+            if (step >= s.count) continue;
+            const double v = s.value(step);
+            ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(s.color), "%s: %s", s.label,
+                               std::string_view(unit) == "bytes" ? FormatBytes(v) : (std::snprintf(label, sizeof label, "%.3f %s", v, unit), label));
+        }
+        ImGui::EndTooltip();
+        if (clicked) result = step;
+    }
+    ImGui::PopID();
+    return result;
+}
+
+} // namespace kvscope

@@ -1,0 +1,18 @@
+#include "views/views.h"
+
+namespace kvscope {
+
+const std::vector<ViewEntry>& ViewTable() {
+    static const std::vector<ViewEntry> table = {
+        {"Run setup", "The prompt, the method and its parameters, the budget; starts and stops runs.", DrawRunSetupView},
+        {"Token strip", "Each generated token, coloured by whether it matches the reference run's.", DrawTokenStripView},
+        {"Eviction raster", "Decode step by token position: when each token left one layer and KV head's cache.",
+         DrawEvictionRasterView},
+        {"Head grid", "Layer by KV head: the share of the context each head keeps at the selected step.",
+         DrawHeadGridView},
+        {"Memory & latency", "KV-cache bytes and time per decode step, next to the reference run.", DrawMemoryView},
+    };
+    return table;
+}
+
+} // namespace kvscope
