@@ -29,6 +29,7 @@ debian_packages=(
   libimgui-dev libglfw3-dev libgl-dev           # the workbench: Dear ImGui 1.86 (and its backends' sources), GLFW, OpenGL
   libgl1-mesa-dri xvfb xauth                    # ... and a virtual display, for headless GUI tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev    # tests and benchmarks
+  clang libclang-rt-14-dev libfuzzer-14-dev     # fuzz targets (tests/fuzz): libFuzzer, ASan, UBSan runtimes
   slurm-wlm munge                               # test_slurm: a one-node Slurm cluster runs a sweep
 )
 
@@ -115,7 +116,11 @@ case "$mode" in
     ctest --preset default -j "$(nproc)"
     build asan
     step "running the file-format and tokenizer tests under AddressSanitizer + UBSan"
-    ctest --preset asan -j "$(nproc)" ;;
+    ctest --preset asan -j "$(nproc)"
+    # Every parser's libFuzzer target, 10 s each from the committed seeds (tests/fuzz).
+    build fuzz
+    step "fuzzing the parsers (10 s a target)"
+    ctest --preset fuzz ;;
   build|peers) ;;
   *) die "unknown mode '$mode' (run, test, build, peers)" ;;
 esac

@@ -42,7 +42,16 @@ std::string format_value(double v, kvs_param_type type) {
     if (type != KVS_PARAM_FLOAT) return std::to_string(int64_t(v));
     std::ostringstream out;
     out << v;
-    return out.str();
+    // "1e+06" would not parse back: '+' joins methods. Write "1e6".
+    std::string text = out.str();
+    const size_t e = text.find('e');
+    if (e != std::string::npos) {
+        size_t digits = e + 1;
+        if (digits < text.size() && text[digits] == '+') text.erase(digits, 1);
+        else if (digits < text.size() && text[digits] == '-') ++digits;
+        while (digits + 1 < text.size() && text[digits] == '0') text.erase(digits, 1);
+    }
+    return text;
 }
 
 } // namespace
@@ -110,6 +119,9 @@ std::vector<ResolvedMethod> resolve_method_spec(const PluginRegistry& registry, 
     return out;
 }
 
+// Slots per (layer, KV head): positions are int32 in the store and in decision blobs.
+constexpr int64_t kMaxBudgetTokens = 2147483647;
+
 Budget Budget::parse(const std::string& text) {
     std::string t = text;
     bool percent = !t.empty() && t.back() == '%';
@@ -123,6 +135,8 @@ Budget Budget::parse(const std::string& text) {
     b.fraction = percent || v < 1;
     if (b.fraction && v > 1) throw Error("budget", text, "a fraction of the context is at most 100%");
     if (!b.fraction && v != std::floor(v)) throw Error("budget", text, "a token count is a whole number");
+    if (!b.fraction && v > kMaxBudgetTokens)
+        throw Error("budget", text, "a token count is at most " + std::to_string(kMaxBudgetTokens));
     b.value = v;
     return b;
 }

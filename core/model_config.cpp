@@ -85,7 +85,7 @@ json read_json(const std::string& path) {
     text << in.rdbuf();
     try {
         return json::parse(text.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) { // parse_error, or out_of_range for a number too large
         throw Error(path, "json", e.what());
     }
 }

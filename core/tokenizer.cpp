@@ -720,6 +720,8 @@ void load_bpe_model_json(Vocabulary& vocab, const Json& model) {
     }
     vocab.ignore_merges = model.value("ignore_merges", false);
     for (const auto& [text, id_json] : model.at("vocab").items()) {
+        // get<int64_t>() of a float would cast it unchecked (undefined for 1e67).
+        if (!id_json.is_number_integer()) throw Error(vocab.source, "model.vocab", "id of \"" + text + "\" is not an integer");
         const int64_t id = id_json.get<int64_t>();
         if (id < 0 || id > (1 << 24)) throw Error(vocab.source, "model.vocab", "id " + std::to_string(id) + " of \"" + text + "\"");
         if (size_t(id) >= vocab.token_text.size()) vocab.token_text.resize(id + 1);
@@ -730,6 +732,7 @@ void load_bpe_model_json(Vocabulary& vocab, const Json& model) {
 void load_added_tokens_json(Vocabulary& vocab, const Json& added) {
     vocab.token_type.assign(vocab.token_text.size(), TokenType::Normal);
     for (const Json& t : added) {
+        if (!t.at("id").is_number_integer()) throw Error(vocab.source, "added_tokens", "id is not an integer");
         const int64_t id = t.at("id").get<int64_t>();
         if (id < 0 || id > (1 << 24)) throw Error(vocab.source, "added_tokens", "id " + std::to_string(id));
         if (size_t(id) >= vocab.token_text.size()) {

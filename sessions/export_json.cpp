@@ -366,7 +366,7 @@ std::vector<ImportedRun> read_document(const std::string& text, const std::strin
     Json doc;
     try {
         doc = Json::parse(text);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) { // parse_error, or out_of_range for a number too large
         const std::string what = e.what();
         throw Error(where, "JSON", what.substr(what.find(']') + 2)); // without nlohmann's "[json.exception...]"
     }

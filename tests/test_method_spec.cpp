@@ -140,6 +140,15 @@ TEST(ResolveMethodSpec, FillsDefaultsAndWritesCanonicalText) {
     EXPECT_EQ(resolve_method_spec(registry(), "streaming_llm(sinks=0)")[0].text, "streaming_llm(sinks=0,every=1)");
     // Float parameters take integers and exponents; a later value of the same name wins.
     EXPECT_EQ(resolve_method_spec(registry(), "pyramid(beta=1e2)")[0].params, std::vector<double>{100});
+    // Large and small floats print with an exponent but no '+', which joins methods (found by
+    // fuzz_method_spec: "pyramid(beta=1e+06)" did not parse back).
+    for (const char* spec : {"pyramid(beta=1e6)", "h2o(recent=1e-07)"}) {
+        const std::string text = resolve_method_spec(registry(), spec)[0].text;
+        EXPECT_EQ(text.find('+'), std::string::npos) << text;
+        EXPECT_EQ(resolve_method_spec(registry(), text)[0].params, resolve_method_spec(registry(), spec)[0].params);
+    }
+    EXPECT_EQ(resolve_method_spec(registry(), "pyramid(beta=1e6)")[0].text, "pyramid(beta=1e6)");
+    EXPECT_EQ(resolve_method_spec(registry(), "h2o(recent=1e-07)")[0].text, "h2o(recent=1e-7)");
     EXPECT_EQ(resolve_method_spec(registry(), "h2o(recent=0.1,recent=0.3)")[0].params, std::vector<double>{0.3});
     // Integer parameters accept an integral number however written.
     EXPECT_EQ(resolve_method_spec(registry(), "snapkv(window=8.0)")[0].params[0], 8);
@@ -247,6 +256,10 @@ TEST(Budget, RefusesBadText) {
     EXPECT_CONTAINS(error_of([] { Budget::parse("150%"); }), "at most 100%");
     EXPECT_CONTAINS(error_of([] { Budget::parse("1.5"); }), "whole number");
     EXPECT_CONTAINS(error_of([] { Budget::parse("-3"); }), "positive");
+    // A count past int32 was cast to int64 unchecked (undefined for 1e28; found by fuzz_method_spec).
+    EXPECT_CONTAINS(error_of([] { Budget::parse("1e28"); }), "at most 2147483647");
+    EXPECT_CONTAINS(error_of([] { Budget::parse("2147483648"); }), "at most 2147483647");
+    EXPECT_EQ(Budget::parse("2147483647").tokens(10), 2147483647);
 }
 
 // ---- Policy: which combinations a run accepts ----------------------------------------------
