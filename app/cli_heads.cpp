@@ -84,6 +84,13 @@ void write_json(const HeadRoles& r, const std::string& model, const std::string&
                                                  r.scores[role].begin() + (l + 1) * r.n_head));
         j["roles"][r.roles[role]] = layers; // [layer][query head]
     }
+    for (const std::string& role : r.roles) { // each KV head: the mean of its query heads
+        const std::vector<double> kv = r.per_kv_head(role);
+        nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+        for (int64_t l = 0; l < r.n_layer; ++l)
+            layers.push_back(std::vector<double>(kv.begin() + l * r.n_head_kv, kv.begin() + (l + 1) * r.n_head_kv));
+        j["kv_head_roles"][role] = layers; // [layer][KV head]
+    }
     j["layer_preference"] = r.layer_preference;
     std::ofstream out(path, std::ios::binary);
     if (!out || !(out << j.dump(1) << '\n') || !out.flush()) throw Error(path, "json", "cannot be written");
@@ -151,7 +158,8 @@ void add_heads_command(CLI::App& app) {
         ->capture_default_str()->check(CLI::Range(33, 1 << 20));
     cmd->add_option("--top", args->top, "heads shown per role")->capture_default_str()->check(CLI::Range(1, 1000));
     cmd->add_option("--csv", args->csv, "also write every score as CSV (layer, head, kv_head, role, score)");
-    cmd->add_option("--json", args->json, "also write every score as JSON (roles: [layer][head])");
+    cmd->add_option("--json", args->json, "also write every score as JSON (roles: [layer][query head]; "
+                                          "kv_head_roles: [layer][KV head], the mean of its query heads)");
     cmd->add_option("--write-probes", args->write_probes, "also write the probes as JSON files into this folder");
     add_store_options(*cmd, args->store);
     cmd->callback([args] { heads(*args); });

@@ -114,6 +114,18 @@ TEST(HeadRoles, HandBuiltAttentionScoresOneOnExactlyItsRole) {
     EXPECT_EQ(r.layer_preference[0], r.layer_preference[1]);
 }
 
+// With grouped queries, a KV head's score is the mean of its query heads'.
+TEST(HeadRoles, PerKvHeadIsTheMeanOfItsQueryHeads) {
+    HeadRoles r;
+    r.n_layer = 2;
+    r.n_head = 4;
+    r.n_head_kv = 2;
+    r.roles = {"induction"};
+    r.scores = {{1, 0, 0.5, 0.25, 0, 0, 1, 1}};
+    EXPECT_EQ(r.per_kv_head("induction"), (std::vector<double>{0.5, 0.375, 0, 1}));
+    test::expect_error([&] { r.role("copying"); }, {"copying", "is not a role"});
+}
+
 // The known-answer model's probes: its 16 identity tokens, after a token without one
 // (position 0 has no previous token to copy).
 std::vector<Probe> role_model_probes(uint64_t seed) {
