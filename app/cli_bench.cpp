@@ -70,6 +70,7 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
         std::printf("%-8s %-58s %7s %14s %13s %8s %9s %6s %7s%s\n", "context", "method", "budget", "prefill tok/s",
                     "decode tok/s", "vs full", "KV MiB", "KV %", "policy", args.record ? "  recorded  DB KiB/1k steps" : "");
     const RunRecord model_record = args.record ? model_run_record(model, args.model) : RunRecord{};
+    const auto roles = head_roles_for(model, args.model, *registry, specs, ""); // scored once, not stored
     for (int64_t context : args.contexts) {
         const std::vector<int32_t> prompt = prompt_of(source, context);
         // Each method runs right after a run of the full cache, and its speed is compared with
@@ -97,6 +98,7 @@ void run_method_bench(const BenchArgs& args, const Model& model, const std::vect
             options.budget = Budget::parse(specs[i] == "full" ? "100%" : args.budget);
             options.n_predict = args.decode;
             options.stop_at_end_of_generation = false;
+            options.head_roles = roles.get();
             RunSummary s = run_method(model, *registry, prompt, options, nullptr);
             if (s.status != "ok") throw Error(s.error);
             Series& out = series[i];

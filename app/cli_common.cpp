@@ -3,11 +3,15 @@
 #include "core/cpu_threads.h"
 #include "core/default_model.h"
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/model.h"
 #include "core/plugin_registry.h"
+#include "core/policy.h"
+#include "core/probes.h"
 #include "core/utf8.h"
 #include "plugins/builtin.h"
 #include "sessions/model_hash.h"
+#include "sessions/queries.h"
 #include "sessions/schema.h"
 #include "sessions/writer.h"
 
@@ -157,6 +161,30 @@ RunRecord model_run_record(const Model& model, const ModelOptions& options, cons
 
 void add_plugin_option(CLI::App& command, std::vector<std::string>& paths) {
     command.add_option("--plugin", paths, "load methods from a plugin library (.so); repeatable");
+}
+
+std::string probe_text() { return read_text_file(assets_dir() + "/prompts/natural_text.txt", "probe text"); }
+
+std::shared_ptr<const HeadRoles> head_roles_for(const Model& model, const ModelOptions& options,
+                                                const PluginRegistry& registry, const std::vector<std::string>& specs,
+                                                const std::string& db) {
+    const auto reads_roles = [&](const std::string& spec) {
+        return Policy(resolve_method_spec(registry, spec), Budget{1, true}, 0).needs_head_roles();
+    };
+    if (std::none_of(specs.begin(), specs.end(), reads_roles)) return nullptr;
+    ProbeOptions probes;
+    probes.text = probe_text();
+    const std::string hash = model_hash(model_path(options)), described = probes.describe();
+    std::unique_ptr<sql::Connection> connection = db.empty() ? nullptr : open_session_db(db, SessionAccess::write);
+    if (connection)
+        if (std::optional<HeadRoles> stored = load_head_roles(*connection, hash, described)) {
+            stored->n_head_kv = model.config().n_head_kv;
+            return std::make_shared<const HeadRoles>(std::move(*stored));
+        }
+    std::fprintf(stderr, "head roles: none stored for this model, scoring the probe suite (kvscope heads)\n");
+    auto roles = std::make_shared<const HeadRoles>(analyze_heads(model, make_probes(model.tokenizer(), probes)));
+    if (connection) store_head_roles(*connection, hash, described, *roles);
+    return roles;
 }
 
 std::unique_ptr<PluginRegistry> make_registry(const std::vector<std::string>& paths) {

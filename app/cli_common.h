@@ -14,6 +14,7 @@ namespace kvscope {
 
 class Model;
 class PluginRegistry;
+struct HeadRoles;
 class SessionWriter;
 class Tokenizer;
 struct RunRecord;
@@ -49,6 +50,17 @@ std::vector<std::string> split_specs(const std::string& list);
 
 // Where the bundled prompts and texts are: $KVSCOPE_ASSETS, else the source tree's assets/.
 std::string assets_dir();
+
+// The natural text the head-role probes read (assets/prompts/natural_text.txt).
+std::string probe_text();
+
+// The model's head profile when a method of `specs` reads one (KVS_NEEDS_HEAD_ROLES), else
+// null: what the sessions database at `db` holds for the model under the default probes,
+// or computed now (a minute on a CPU for the default model) and stored there. An empty
+// `db`: computed, not stored.
+std::shared_ptr<const HeadRoles> head_roles_for(const Model& model, const ModelOptions& options,
+                                                const PluginRegistry& registry, const std::vector<std::string>& specs,
+                                                const std::string& db);
 
 // The built-in methods plus the plugins at `paths` (--plugin).
 void add_plugin_option(CLI::App& command, std::vector<std::string>& paths);

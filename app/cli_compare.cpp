@@ -44,11 +44,13 @@ void compare(CompareArgs args) {
     std::unique_ptr<SessionWriter> writer = open_session_writer(args.store); // so does a bad database
     std::unique_ptr<Model> model = load_model(args.model);
     const RunRecord model_record = writer ? model_run_record(*model, args.model) : RunRecord{};
+    const auto roles = head_roles_for(*model, args.model, *registry, split_specs(args.grid.methods),
+                                      writer ? writer->path() : "");
     ResultTable table;
     std::vector<int64_t> run_ids;
     const auto start = std::chrono::steady_clock::now();
     size_t n_done = 0;
-    run_cells(*model, *registry, args.grid, cells, writer.get(), model_record, "", [&](const CellResult& r) {
+    run_cells(*model, *registry, args.grid, cells, roles.get(), writer.get(), model_record, "", [&](const CellResult& r) {
         table.add(r.cell.task, r.cell.budget, r.summary, r.has_answer, r.answered);
         if (writer) run_ids.push_back(r.run_id);
         std::fprintf(stderr, "\r[%.0f s] %zu/%zu: %s          ",

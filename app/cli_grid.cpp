@@ -78,7 +78,8 @@ std::vector<GridCell> grid_cells(const GridOptions& options, const PluginRegistr
 }
 
 void run_cells(const Model& model, const PluginRegistry& registry, const GridOptions& options,
-               const std::vector<GridCell>& cells, SessionWriter* writer, const RunRecord& model_record,
+               const std::vector<GridCell>& cells, const HeadRoles* head_roles, SessionWriter* writer,
+               const RunRecord& model_record,
                const std::string& sweep, const std::function<void(const CellResult&)>& done) {
     const Tokenizer& tok = model.tokenizer();
     std::map<std::pair<std::string, uint64_t>, std::vector<TaskInstance>> tasks;
@@ -100,6 +101,7 @@ void run_cells(const Model& model, const PluginRegistry& registry, const GridOpt
         options_of_cell.method = cell.method;
         options_of_cell.budget = Budget::parse(cell.budget == "-" ? "100%" : cell.budget);
         options_of_cell.seed = cell.seed;
+        options_of_cell.head_roles = head_roles;
         int64_t run_id = 0;
         if (writer) {
             RunRecord record = model_record;

@@ -52,8 +52,10 @@ struct CellResult {
     bool has_answer, answered;
     int64_t run_id; // in the writer's database; 0 without one
 };
+// head_roles: the model's head profile (head_roles_for), for head-aware methods.
 void run_cells(const Model& model, const PluginRegistry& registry, const GridOptions& options,
-               const std::vector<GridCell>& cells, SessionWriter* writer, const RunRecord& model_record,
+               const std::vector<GridCell>& cells, const HeadRoles* head_roles, SessionWriter* writer,
+               const RunRecord& model_record,
                const std::string& sweep, const std::function<void(const CellResult&)>& done);
 
 // The results, one table per task: token match, KL, top-1, perplexity, accuracy, KV bytes

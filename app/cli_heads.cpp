@@ -116,7 +116,7 @@ void write_probes(const std::vector<Probe>& probes, const Tokenizer& tok, const 
 }
 
 void heads(HeadsArgs args) {
-    args.probes.text = read_text_file(assets_dir() + "/prompts/natural_text.txt", "probe text");
+    args.probes.text = probe_text();
     std::unique_ptr<sql::Connection> db;
     if (!args.store.no_db) db = open_session_db(session_db_path(args.store.db), SessionAccess::write); // fails first
     std::unique_ptr<Model> model = load_model(args.model);

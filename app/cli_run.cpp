@@ -123,6 +123,8 @@ void run(const RunArgs& args) {
     std::unique_ptr<Model> model = load_model(args.model);
     const Tokenizer& tok = model->tokenizer();
     std::vector<int32_t> prompt = encode_prompt(tok, text, args.chat, args.system);
+    const auto roles = head_roles_for(*model, args.model, *registry, {args.method}, writer ? writer->path() : "");
+    options.head_roles = roles.get();
     int64_t run_id = 0;
     if (writer) {
         RunRecord record = model_run_record(*model, args.model);

@@ -121,9 +121,10 @@ void sweep(const SweepArgs& args) {
         SessionWriter writer(path);
         std::unique_ptr<Model> model = load_model(args.model);
         const RunRecord record = model_run_record(*model, args.model, hash);
+        const auto roles = head_roles_for(*model, args.model, *registry, split_specs(args.grid.methods), path);
         const auto start = std::chrono::steady_clock::now();
         size_t n_done = 0, n_failed = 0;
-        run_cells(*model, *registry, args.grid, todo, &writer, record, name, [&](const CellResult& r) {
+        run_cells(*model, *registry, args.grid, todo, roles.get(), &writer, record, name, [&](const CellResult& r) {
             ++n_done;
             n_failed += r.summary.status != "ok";
             std::fprintf(stderr, "\r[%.0f s] %zu/%zu: %s          ",

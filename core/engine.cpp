@@ -114,6 +114,11 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
         summary.method = policy.text();
         if (policy.needs_future() && (!reference || !reference->future.defined()))
             throw Error("method spec", policy.text(), "needs a reference run that recorded future attention");
+        if (policy.needs_head_roles()) {
+            if (!options.head_roles)
+                throw Error("method spec", policy.text(), "needs the model's head roles (`kvscope heads`), none given");
+            policy.set_head_roles(*options.head_roles);
+        }
         const int64_t n_steps = reference ? int64_t(reference->tokens.size()) : options.n_predict;
         check_context(model, summary.n_prompt, n_steps);
 

@@ -27,6 +27,7 @@
 namespace kvscope {
 
 class Model;
+struct HeadRoles;
 
 // The full-cache run every method is measured against.
 struct ReferenceRun {
@@ -56,6 +57,7 @@ struct RunOptions {
     int64_t n_predict = 64;                 // without a reference
     bool stop_at_end_of_generation = true;  // without a reference
     int64_t page_size = 16;
+    const HeadRoles* head_roles = nullptr;  // the model's head profile, for head-aware methods
 };
 
 // One step of the method, as the event stream carries it.

@@ -20,7 +20,7 @@ namespace kvscope {
 KvStore::KvStore(const ModelConfig& config, c10::Device device, c10::ScalarType dtype, int64_t page_size)
     : n_head_(config.n_head), n_head_kv_(config.n_head_kv), head_dim_(config.head_dim),
       sliding_window_(config.sliding_window), page_size_(page_size), device_(device), dtype_(dtype),
-      heads_(config.n_layer * config.n_head_kv) {
+      heads_(config.n_layer * config.n_head_kv), comp_count_(heads_.size(), 0) {
     if (page_size < 1) throw Error("kv store", "page_size", "must be >= 1");
     resize_pool(1); // page 0: the padding page
     pos_pool_.fill_(-1);
@@ -94,8 +94,30 @@ void KvStore::clear() {
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
     tables_ = Tables{};
     layout_ = Layout{};
-    mass_rows_ = at::Tensor();
+    mass_rows_ = sq_rows_ = entropy_rows_ = at::Tensor();
+    if (compensate_) set_compensate(true); // empty slots
     n_past_ = 0;
+}
+
+void KvStore::set_compensate(bool on) {
+    if (on && sliding_window_ > 0)
+        throw Error("kv store", "compensation", "a model with a sliding window has no place for a compensation slot");
+    compensate_ = on;
+    std::fill(comp_count_.begin(), comp_count_.end(), 0);
+    const auto options = at::TensorOptions().dtype(at::kFloat).device(device_);
+    comp_k_ = on ? at::zeros({n_layer(), n_head_kv_, head_dim_}, options) : at::Tensor();
+    comp_v_ = on ? at::zeros({n_layer(), n_head_kv_, head_dim_}, options) : at::Tensor();
+}
+
+at::Tensor KvStore::compensation_counts(int64_t layer) const {
+    auto first = comp_count_.begin() + layer * n_head_kv_;
+    return upload(std::vector<int64_t>(first, first + n_head_kv_), device_).to(at::kFloat);
+}
+
+bool KvStore::compensating(int64_t layer) const {
+    if (!compensate_) return false;
+    auto first = comp_count_.begin() + layer * n_head_kv_;
+    return std::any_of(first, first + n_head_kv_, [](int64_t n) { return n > 0; });
 }
 
 void KvStore::set_state_channels(int64_t n) {
@@ -173,6 +195,12 @@ at::Tensor KvStore::mass() {
     return mass_rows_.narrow(2, 0, layout().R);
 }
 
+std::pair<at::Tensor, at::Tensor> KvStore::moments() {
+    if (!sq_rows_.defined()) return {};
+    const int64_t R = layout().R;
+    return {sq_rows_.narrow(2, 0, R), entropy_rows_.narrow(2, 0, R)};
+}
+
 at::Tensor KvStore::rows(int64_t layer) {
     const Layout& l = layout();
     return layer < 0 ? l.rows.flatten() : l.rows.narrow(0, layer * n_head_kv_, n_head_kv_).flatten();
@@ -223,9 +251,13 @@ void KvStore::begin_step(int64_t T) {
         }
     build_tables(T);
     tables_.device_rows = upload(new_rows, device_);
-    mass_rows_ = mass_window_ != 0 ? at::zeros({n_layer(), n_head_, tables_.max_rows},
-                                               at::TensorOptions().dtype(at::kFloat).device(device_))
-                                   : at::Tensor();
+    const auto stats = [&](bool on) {
+        return on ? at::zeros({n_layer(), n_head_, tables_.max_rows}, at::TensorOptions().dtype(at::kFloat).device(device_))
+                  : at::Tensor();
+    };
+    mass_rows_ = stats(mass_window_ != 0);
+    sq_rows_ = stats(mass_window_ != 0 && moments_on_);
+    entropy_rows_ = stats(mass_window_ != 0 && moments_on_);
     layout_.valid = false;
 }
 
@@ -248,7 +280,13 @@ at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor&
 #else
     const bool has_kernel = device_.is_cpu() && dtype_ == at::kFloat;
 #endif
-    return has_kernel ? attend_kernel(layer, q, mass_queries) : attend_reference(layer, q, mass_queries);
+    if (!has_kernel || compensating(layer)) return attend_reference(layer, q, mass_queries);
+    at::Tensor out = attend_kernel(layer, q, mass_queries);
+    if (sq_rows_.defined() && mass_queries > 0) { // only the mass queries' probabilities are formed
+        const int64_t first = T - mass_queries;
+        record_moments(layer, probabilities(layer, q.narrow(1, first, mass_queries), n_past_ + first));
+    }
+    return out;
 }
 
 // The paged kernel (CPU fp32, or CUDA) reads the pool through the step's page tables.
@@ -296,25 +334,53 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
 }
 
 // Any device and dtype, with ATen: gathers the layer's rows and forms the [T, R] scores
-// per head. The CUDA kernel takes this path's place on the GPU.
-at::Tensor KvStore::attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries) {
-    const int64_t T = q.size(1), group = n_head_ / n_head_kv_;
-    const int64_t R = layout().R;
-    at::Tensor K = keys(layer), V = values(layer);                                      // [kv, R, d]
+// per head. The CUDA kernel takes this path's place on the GPU, except for the
+// compensation slot.
+at::Tensor KvStore::probabilities(int64_t layer, const at::Tensor& q, int64_t first) {
+    const int64_t T = q.size(1), group = n_head_ / n_head_kv_, R = layout().R;
+    const double scale = 1.0 / std::sqrt(double(head_dim_));
+    at::Tensor K = keys(layer);                                                           // [kv, R, d]
     at::Tensor kpos = pos_pool_.index_select(0, rows(layer)).view({n_head_kv_, 1, 1, R}); // -1: hole or padding
-    at::Tensor qpos = at::arange(n_past_, n_past_ + T, kpos.options()).view({1, 1, T, 1});
+    at::Tensor qpos = at::arange(first, first + T, kpos.options()).view({1, 1, T, 1});
     at::Tensor hidden = kpos.lt(0).logical_or(kpos.gt(qpos));
     if (sliding_window_ > 0) hidden = hidden.logical_or(kpos.le(qpos - sliding_window_));
-
-    at::Tensor scores = at::matmul(q.to(dtype_).reshape({n_head_kv_, group * T, head_dim_}), K.transpose(1, 2))
+    at::Tensor qg = q.reshape({n_head_kv_, group * T, head_dim_});
+    at::Tensor scores = at::matmul(qg.to(dtype_), K.transpose(1, 2))
                             .to(at::kFloat)
-                            .mul_(1.0 / std::sqrt(double(head_dim_)))
+                            .mul_(scale)
                             .view({n_head_kv_, group, T, R})
                             .masked_fill(hidden, -std::numeric_limits<float>::infinity());
-    at::Tensor probs = at::softmax(scores, -1);
-    if (mass_queries > 0)
-        mass_rows_[layer].narrow(1, 0, R).copy_(probs.narrow(2, T - mass_queries, mass_queries).sum(2).view({n_head_, R}));
-    return at::matmul(probs.view({n_head_kv_, group * T, R}).to(dtype_), V).view({n_head_, T, head_dim_}).to(q.scalar_type());
+    if (compensating(layer)) { // the slot's logit: q.mean_key * scale + ln(count); ln 0 = -inf hides it
+        at::Tensor count = compensation_counts(layer);
+        at::Tensor mean_k = comp_k_[layer] / count.clamp_min(1).unsqueeze(1);
+        at::Tensor slot = at::matmul(qg.to(at::kFloat), mean_k.unsqueeze(2)).mul_(scale).view({n_head_kv_, group, T, 1});
+        scores = at::cat({scores, slot.add_(count.log().view({n_head_kv_, 1, 1, 1}))}, -1);
+    }
+    return at::softmax(scores, -1);
+}
+
+void KvStore::record_moments(int64_t layer, const at::Tensor& probs) {
+    const int64_t R = layout().R;
+    at::Tensor p = probs.narrow(3, 0, R);
+    sq_rows_[layer].narrow(1, 0, R).copy_(p.square().sum(2).view({n_head_, R}));
+    entropy_rows_[layer].narrow(1, 0, R).copy_(at::xlogy(p, p).neg_().sum(2).view({n_head_, R}));
+}
+
+at::Tensor KvStore::attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries) {
+    const int64_t T = q.size(1), group = n_head_ / n_head_kv_, R = layout().R;
+    at::Tensor probs = probabilities(layer, q, n_past_);
+    at::Tensor p = probs.narrow(3, 0, R);
+    if (mass_queries > 0) {
+        at::Tensor last = p.narrow(2, T - mass_queries, mass_queries);
+        mass_rows_[layer].narrow(1, 0, R).copy_(last.sum(2).view({n_head_, R}));
+        if (sq_rows_.defined()) record_moments(layer, last);
+    }
+    at::Tensor out = at::matmul(p.reshape({n_head_kv_, group * T, R}).to(dtype_), values(layer));
+    if (probs.size(3) > R) { // the compensation slot's share of its mean value
+        at::Tensor mean_v = comp_v_[layer] / compensation_counts(layer).clamp_min(1).unsqueeze(1); // [kv, d]
+        out = out.to(at::kFloat).add_(probs.narrow(3, R, 1).reshape({n_head_kv_, group * T, 1}) * mean_v.unsqueeze(1));
+    }
+    return out.view({n_head_, T, head_dim_}).to(q.scalar_type());
 }
 
 // ---- decisions --------------------------------------------------------------------------
@@ -331,6 +397,7 @@ void KvStore::evict(int64_t layer, const std::vector<std::vector<int64_t>>& evic
                 throw Error("kv store", "evict", "layer " + std::to_string(layer) + " head " + std::to_string(g) + ": row " +
                                                      std::to_string(rows[i]) + " is not a distinct row holding a token");
     }
+    if (compensate_) fold_evicted(layer, evicted); // before any row moves
     for (int64_t g = 0; g < n_head_kv_; ++g) {
         if (evicted[g].empty()) continue;
         Head& h = head_at(layer, g);
@@ -348,6 +415,22 @@ void KvStore::evict(int64_t layer, const std::vector<std::vector<int64_t>>& evic
     std::sort(free_pages_.begin(), free_pages_.end(), std::greater<>());
     rows_changed();
     if (!defer) apply_pending();
+}
+
+// Adds the evicted rows' keys and values to their heads' compensation slots.
+void KvStore::fold_evicted(int64_t layer, const std::vector<std::vector<int64_t>>& evicted) {
+    std::vector<int64_t> pool_rows, head_of;
+    for (int64_t g = 0; g < n_head_kv_; ++g) {
+        for (int64_t r : evicted[g]) {
+            pool_rows.push_back(pool_row(head_at(layer, g), r));
+            head_of.push_back(g);
+        }
+        comp_count_[size_t(layer * n_head_kv_ + g)] += int64_t(evicted[g].size());
+    }
+    if (pool_rows.empty()) return;
+    at::Tensor rows = upload(pool_rows, device_), heads = upload(head_of, device_);
+    comp_k_[layer].index_add_(0, heads, k_pool_.index_select(0, rows).to(at::kFloat));
+    comp_v_[layer].index_add_(0, heads, v_pool_.index_select(0, rows).to(at::kFloat));
 }
 
 // Removes `gone` (positions held) from the increasing `positions`. A decode step evicts a
@@ -407,7 +490,8 @@ void KvStore::compact(Head& h, std::vector<int64_t>& from, std::vector<int64_t>&
 int64_t KvStore::page_bytes() const { return 2 * page_size_ * head_dim_ * int64_t(c10::elementSize(dtype_)); }
 
 int64_t KvStore::bytes(int64_t layer, int64_t head) const {
-    return int64_t(head_at(layer, head).pages.size()) * page_bytes();
+    const int64_t slot = compensated(layer, head) > 0 ? 2 * head_dim_ * int64_t(c10::elementSize(dtype_)) : 0;
+    return int64_t(head_at(layer, head).pages.size()) * page_bytes() + slot;
 }
 
 int64_t KvStore::bytes(int64_t layer) const {
@@ -417,9 +501,9 @@ int64_t KvStore::bytes(int64_t layer) const {
 }
 
 int64_t KvStore::bytes() const {
-    int64_t pages = 0;
-    for (const Head& h : heads_) pages += int64_t(h.pages.size());
-    return pages * page_bytes();
+    int64_t total = 0;
+    for (int64_t l = 0; l < n_layer(); ++l) total += bytes(l);
+    return total;
 }
 
 int64_t KvStore::reserved_bytes() const {
@@ -432,7 +516,8 @@ KvStore KvStore::clone() const {
     copy.v_pool_ = v_pool_.clone();
     copy.pos_pool_ = pos_pool_.clone();
     copy.state_pool_ = state_pool_.clone();
-    if (mass_rows_.defined()) copy.mass_rows_ = mass_rows_.clone();
+    for (at::Tensor* t : {&copy.mass_rows_, &copy.sq_rows_, &copy.entropy_rows_, &copy.comp_k_, &copy.comp_v_})
+        if (t->defined()) *t = t->clone();
     copy.rows_changed();
     return copy;
 }

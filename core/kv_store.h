@@ -19,6 +19,14 @@
 // long the context: nothing is sorted or copied per token on the host.
 //
 // Page 0 is never handed out: padding rows in gathered views point at it (position -1).
+//
+// Two services for the methods that ask (core/policy.cpp configures them):
+// - moments: besides the mass, the sums over the same queries of A^2 and -A ln A per row
+//   (CAKE's variance and dispersion), from those queries' probabilities formed with ATen;
+// - compensation (RazorAttention): every evicted token's key and value are added to its
+//   head's compensation slot, which attention reads as the mean key and value with logit
+//   q.k/sqrt(d) + ln(count), so the slot stands for everything the head dropped. Steps of
+//   a store with a non-empty slot go through the ATen path, which forms the scores.
 #pragma once
 
 #include "core/kv_cache.h"
@@ -27,6 +35,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace kvscope {
@@ -40,13 +49,24 @@ public:
     at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
     void commit(int64_t n_tokens) override { n_past_ += n_tokens; }
     void clear() override;
-    int64_t bytes() const override; // key and value pages held by heads
+    int64_t bytes() const override; // key and value pages held by heads, and compensation slots
 
     // ---- attention statistics
     // Queries of each step whose attention mass attend() records: 0 none, -1 all, w > 0
     // the last w (METHODS.md's observation window).
     void set_mass_window(int64_t window) { mass_window_ = window; }
     int64_t mass_window() const { return mass_window_; }
+    void set_moments(bool on) { moments_on_ = on; }
+    // (sum A^2, sum -A ln A), each float32 [n_layer, n_head, R] like mass(); undefined
+    // without set_moments or a mass window.
+    std::pair<at::Tensor, at::Tensor> moments();
+
+    // ---- compensation
+    // Throws Error for a model with a sliding window (the slot has no position to slide past).
+    void set_compensate(bool on);
+    int64_t compensated(int64_t layer, int64_t head) const { return comp_count_[size_t(layer * n_head_kv_ + head)]; }
+    at::Tensor compensation_keys() const { return comp_k_; }   // float32 [n_layer, n_head_kv, head_dim]: sums
+    at::Tensor compensation_values() const { return comp_v_; }
 
     // ---- layout
     int64_t n_layer() const { return int64_t(heads_.size()) / n_head_kv_; }
@@ -93,7 +113,7 @@ public:
     // ---- bytes
     int64_t page_bytes() const;                       // keys + values of one page
     int64_t bytes(int64_t layer) const;
-    int64_t bytes(int64_t layer, int64_t head) const;
+    int64_t bytes(int64_t layer, int64_t head) const; // its pages, and its compensation slot when used
     int64_t reserved_bytes() const;                   // the pools' capacity, state included
 
     KvStore clone() const;
@@ -141,6 +161,14 @@ private:
     at::Tensor gather(const at::Tensor& pool, int64_t layer);
     at::Tensor attend_kernel(int64_t layer, const at::Tensor& q, int64_t mass_queries);
     at::Tensor attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries);
+    // Softmax of the queries q [n_head, T', d] at positions first.. over the layer's rows,
+    // with the compensation slot as one more column when it holds tokens: [n_head_kv,
+    // group, T', R (+1)], fp32.
+    at::Tensor probabilities(int64_t layer, const at::Tensor& q, int64_t first);
+    void record_moments(int64_t layer, const at::Tensor& probs); // probs of the mass queries
+    void fold_evicted(int64_t layer, const std::vector<std::vector<int64_t>>& evicted);
+    bool compensating(int64_t layer) const;
+    at::Tensor compensation_counts(int64_t layer) const; // float32 [n_head_kv] on the device
     void rows_changed() { tables_.valid = layout_.valid = false; }
 
     int64_t n_head_, n_head_kv_, head_dim_, sliding_window_, page_size_;
@@ -149,6 +177,7 @@ private:
     int64_t n_past_ = 0;
     int64_t mass_window_ = 0;
     int64_t n_state_ = 0;
+    bool moments_on_ = false, compensate_ = false;
 
     std::vector<Head> heads_;           // [n_layer * n_head_kv]
     std::vector<int32_t> free_pages_;
@@ -157,6 +186,9 @@ private:
     at::Tensor pos_pool_;               // int32 [n_pages * page_size], on the device; page 0 is -1
     at::Tensor state_pool_;             // float32 [n_pages * page_size, n_state]
     at::Tensor mass_rows_;              // float32 [n_layer, n_head, max_rows]: the last step's mass per row
+    at::Tensor sq_rows_, entropy_rows_; // the same for the moments
+    at::Tensor comp_k_, comp_v_;        // float32 [n_layer, n_head_kv, head_dim]: sums of the evicted
+    std::vector<int64_t> comp_count_;   // [n_layer * n_head_kv]: tokens folded in
     Tables tables_;
     Layout layout_;
     std::vector<int64_t> pending_holes_, pending_from_, pending_to_; // pool rows (evict with defer)

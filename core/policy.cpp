@@ -1,6 +1,7 @@
 #include "core/policy.h"
 
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/kv_store.h"
 #include "core/upload.h"
 
@@ -88,7 +89,7 @@ struct Policy::Instance {
 
 // The tensors behind a step's view; they must outlive the hook calls.
 struct StepData {
-    at::Tensor positions, mass, keys, values, future, state;
+    at::Tensor positions, mass, keys, values, future, state, mass_sq, mass_entropy;
     std::vector<int64_t> n_slots, budget; // [n_layer * n_head_kv]
     kvs_step_view view{};
     at::Tensor scores;                    // what score() returned, on the device, then on the host
@@ -139,15 +140,33 @@ int64_t Policy::mass_window() const {
 
 int64_t Policy::state_channels() const { return scorer_ ? scorer_->info.n_state : 0; }
 
-bool Policy::needs_future() const {
-    for (auto& inst : instances_)
-        if (inst->info.needs & KVS_NEEDS_FUTURE) return true;
-    return false;
+uint32_t Policy::needs() const {
+    uint32_t bits = 0;
+    for (auto& inst : instances_) bits |= inst->info.needs;
+    return bits;
+}
+
+bool Policy::needs_future() const { return needs() & KVS_NEEDS_FUTURE; }
+bool Policy::needs_head_roles() const { return needs() & KVS_NEEDS_HEAD_ROLES; }
+
+void Policy::set_head_roles(const HeadRoles& roles) {
+    // The SDK's order (KVS_ROLE_*), by name, so that a profile with more roles still fits.
+    static const char* const names[KVS_N_ROLES] = {"sink",      "locality", "previous_token", "entropy",
+                                                   "induction", "echo",     "retrieval"};
+    const int64_t heads = roles.n_layer * roles.n_head;
+    head_roles_ = at::empty({roles.n_layer, roles.n_head, KVS_N_ROLES}, at::kFloat);
+    float* out = head_roles_.data_ptr<float>();
+    for (int r = 0; r < KVS_N_ROLES; ++r) {
+        const std::vector<double>& score = roles.role(names[r]);
+        for (int64_t i = 0; i < heads; ++i) out[i * KVS_N_ROLES + r] = float(score[size_t(i)]);
+    }
 }
 
 void Policy::configure(KvStore& store) const {
     store.set_mass_window(mass_window());
     store.set_state_channels(state_channels());
+    store.set_moments(needs() & KVS_NEEDS_MOMENTS);
+    store.set_compensate(scorer_ && (scorer_->info.needs & KVS_COMPENSATE));
 }
 
 namespace {
@@ -170,6 +189,9 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const at
     const kvs_method& sm = *scorer_->ref.method;
     const int64_t every = scorer_->info.every;
     const bool acts = compresses() && (step == 0 || (every > 0 && step % every == 0));
+    // This step's moments are recorded already; a prefill-only method reads no later ones,
+    // and forming them costs a step its kernel path.
+    if (step == 0 && every == 0) store.set_moments(false);
     if (!acts && !sm.observe) return;
     auto start = Clock::now();
 
@@ -199,6 +221,12 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const at
         d.future = future->gather(2, idx).mul(d.positions.ge(0).repeat_interleave(group, 1));
     }
     if (store.state_channels() > 0) d.state = store.state();
+    if (needs & KVS_NEEDS_MOMENTS) std::tie(d.mass_sq, d.mass_entropy) = store.moments();
+    if (needs & KVS_NEEDS_HEAD_ROLES) {
+        if (!head_roles_.defined()) scorer_->fault("score", -1, "needs the model's head roles, which this run lacks");
+        if (head_roles_.size(0) != n_layer || head_roles_.size(1) != store.n_head())
+            scorer_->fault("score", -1, "was given head roles of another model shape");
+    }
     kvs_step_view& v = d.view;
     v.struct_size = sizeof(kvs_step_view);
     v.n_layer = int32_t(n_layer);
@@ -218,6 +246,9 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const at
     v.values = dl(d.values);
     v.future_mass = dl(d.future);
     v.state = dl(d.state);
+    v.mass_sq = dl(d.mass_sq);
+    v.mass_entropy = dl(d.mass_entropy);
+    if (needs & KVS_NEEDS_HEAD_ROLES) v.head_roles = dl(head_roles_);
 
     if (sm.observe) {
         scorer_->call("observe", -1, hook_limit_, [&](char* err, size_t n) { return sm.observe(scorer_->self, &v, err, n); });
@@ -392,17 +423,17 @@ void Policy::split_head_budgets(const KvStore& store, const StepData& d, std::ve
     head_allocator_->call("head_budgets", -1, hook_limit_, [&](char* err, size_t n) {
         return hm.head_budgets(head_allocator_->self, &d.view, &marked_dl, head_budget.data(), err, n);
     });
-    for (int64_t l = 0; l < n_layer; ++l) {
-        int64_t sum = 0;
-        for (int64_t g = 0; g < n_kv; ++g) {
-            if (head_budget[l * n_kv + g] < 0)
-                head_allocator_->fault("head_budgets", l, "gave head " + std::to_string(g) + " a negative budget");
-            sum += head_budget[l * n_kv + g];
-        }
-        if (sum > n_kv * d.budget[l * n_kv])
-            head_allocator_->fault("head_budgets", l, "gave " + std::to_string(sum) + " slots, over the layer's " +
-                                                          std::to_string(n_kv * d.budget[l * n_kv]));
+    // The total is what binds, not each layer's share: HeadKV and CAKE move slots between layers.
+    int64_t sum = 0, total = 0;
+    for (int64_t i = 0; i < n_layer * n_kv; ++i) {
+        if (head_budget[i] < 0)
+            head_allocator_->fault("head_budgets", i / n_kv, "gave head " + std::to_string(i % n_kv) + " a negative budget");
+        sum += head_budget[i];
+        total += d.budget[i];
     }
+    if (sum > total)
+        head_allocator_->fault("head_budgets", -1, "gave " + std::to_string(sum) + " slots in all, over the total budget of " +
+                                                       std::to_string(total));
 }
 
 } // namespace kvscope

@@ -22,6 +22,7 @@
 namespace kvscope {
 
 class KvStore;
+struct HeadRoles;
 struct StepData;
 
 // Which slots one KV head of one layer kept and lost when a method acted.
@@ -43,7 +44,11 @@ public:
     int64_t mass_window() const;
     int64_t state_channels() const;
     bool needs_future() const;
-    // Prepares an empty store for this policy (statistics, state channels).
+    bool needs_head_roles() const;
+    // The model's role scores (core/head_roles.h), for methods that read them; throws Error
+    // when a role of the SDK's list is missing.
+    void set_head_roles(const HeadRoles& roles);
+    // Prepares an empty store for this policy (statistics, state channels, compensation).
     void configure(KvStore& store) const;
 
     const std::string& text() const { return text_; } // canonical spec
@@ -69,6 +74,7 @@ private:
     void split_head_budgets(const KvStore& store, const StepData& data, std::vector<int64_t>& head_budget) const;
     std::vector<std::vector<int64_t>> lowest_scores(const KvStore& store, const StepData& data);
     std::vector<std::vector<int64_t>> selected(const KvStore& store, const StepData& data);
+    uint32_t needs() const; // every instance's KVS_NEEDS_* bits
     void report_nan(const KvStore& store, const StepData& data) const;
     static void evict(KvStore& store, const std::vector<std::vector<int64_t>>& evicted, std::vector<Decision>* decisions);
     static Decision decision(const KvStore& store, int64_t layer, int64_t head, const std::vector<int64_t>& rows);
@@ -80,6 +86,7 @@ private:
     Budget budget_;
     uint64_t seed_;
     std::string text_;
+    at::Tensor head_roles_; // float [n_layer, n_head, KVS_N_ROLES] on the host, when set
     double seconds_ = 0;
     double hook_limit_ = 60;
 };

@@ -7,6 +7,8 @@
 #include "sessions/schema.h"
 #include "sessions/token_blob.h"
 
+#include <algorithm>
+
 namespace kvscope {
 
 namespace {
@@ -208,6 +210,42 @@ void store_head_roles(sql::Connection& db, const std::string& model_hash, const 
             add(i / roles.n_head, i % roles.n_head, roles.roles[r], roles.scores[r][size_t(i)]);
     for (int64_t l = 0; l < roles.n_layer; ++l) add(l, -1, "layer_preference", roles.layer_preference[size_t(l)]);
     transaction.commit();
+}
+
+std::optional<HeadRoles> load_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes) {
+    sql::Statement q = db.prepare("SELECT layer, head, role, score FROM head_roles WHERE model_hash = ?1 AND probes = ?2 "
+                                  "ORDER BY role, layer, head",
+                                  "reading head roles");
+    q.bind_text(1, model_hash).bind_text(2, probes);
+    struct Row { int64_t layer, head; std::string role; double score; };
+    std::vector<Row> rows;
+    HeadRoles r;
+    while (q.step()) {
+        rows.push_back({q.int64(0), q.int64(1), q.text(2), q.real(3)});
+        r.n_layer = std::max(r.n_layer, rows.back().layer + 1);
+        r.n_head = std::max(r.n_head, rows.back().head + 1);
+    }
+    if (rows.empty()) return std::nullopt;
+    r.layer_preference.assign(size_t(r.n_layer), 0.0);
+    std::vector<std::vector<bool>> seen;
+    for (const Row& row : rows) {
+        if (row.layer < 0 || row.head < -1) throw Error(db.path(), "head roles", "a row at layer " + std::to_string(row.layer));
+        if (row.head == -1) {
+            r.layer_preference[size_t(row.layer)] = row.score;
+            continue;
+        }
+        if (r.roles.empty() || r.roles.back() != row.role) {
+            r.roles.push_back(row.role);
+            r.scores.emplace_back(size_t(r.n_layer * r.n_head), 0.0);
+            seen.emplace_back(size_t(r.n_layer * r.n_head), false);
+        }
+        r.scores.back()[size_t(row.layer * r.n_head + row.head)] = row.score;
+        seen.back()[size_t(row.layer * r.n_head + row.head)] = true;
+    }
+    for (size_t i = 0; i < seen.size(); ++i)
+        if (std::count(seen[i].begin(), seen[i].end(), false) > 0)
+            throw Error(db.path(), "head roles", "role " + r.roles[i] + " misses some heads under probes \"" + probes + "\"");
+    return r;
 }
 
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id) {

@@ -38,6 +38,10 @@ void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run
 // "layer_preference" with head -1.
 void store_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
                       const HeadRoles& roles);
+// The scores store_head_roles() stored for the model under `probes`, roles in name order
+// (n_head_kv is not stored: 0); none when nothing is stored. Throws Error when a role
+// misses some head.
+std::optional<HeadRoles> load_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes);
 // The names of the comparisons that hold the run, in name order.
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id);
 

@@ -2,9 +2,11 @@
 
 #include "core/error.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 namespace kvscope {
 
@@ -198,8 +200,13 @@ std::unique_ptr<sql::Connection> open_for_writing(const std::string& path) {
     // process leaves a database that opens as of its last commit. synchronous=NORMAL does
     // not fsync each commit: a process crash loses nothing committed, a power cut may lose
     // the last commits but never the database.
-    db->exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON",
-             "setting up the sessions database");
+    // Turning a new file to WAL needs it alone for a moment: a reader opening it just then
+    // (`sessions progress`, the GUI) gets SQLite to answer busy without waiting. Retry.
+    const char* setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON";
+    for (int attempt = 0; !db->try_exec(setup, "setting up the sessions database"); ++attempt) {
+        if (attempt == 500) throw Error(path, "setting up the sessions database", "is locked by another process (10 s)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     migrate_session_db(*db, session_schema_version());
     return db;
 }

@@ -65,6 +65,13 @@ void Connection::exec(const std::string& sql, const std::string& doing) {
     if (const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr); rc != SQLITE_OK) throw error(rc, doing);
 }
 
+bool Connection::try_exec(const std::string& sql, const std::string& doing) {
+    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    if ((rc & 0xff) == SQLITE_BUSY) return false;
+    if (rc != SQLITE_OK) throw error(rc, doing);
+    return true;
+}
+
 Statement Connection::prepare(const std::string& sql, const std::string& doing) {
     sqlite3_stmt* stmt = nullptr;
     if (const int rc = sqlite3_prepare_v2(db_, sql.c_str(), int(sql.size()), &stmt, nullptr); rc != SQLITE_OK)

@@ -34,6 +34,9 @@ public:
     const std::string& path() const { return path_; }
     // SQL without parameters (schema, pragmas); `doing` says what for, in errors.
     void exec(const std::string& sql, const std::string& doing);
+    // As exec(), but false when the database is busy past the busy timeout or at once (SQLite
+    // does not wait where waiting could deadlock), for a caller that can retry.
+    bool try_exec(const std::string& sql, const std::string& doing);
     Statement prepare(const std::string& sql, const std::string& doing);
     int64_t last_insert_id() const;
     int64_t changes() const;

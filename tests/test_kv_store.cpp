@@ -12,6 +12,10 @@
 // [d] evict() refuses bad row lists with kvscope::Error and leaves the store as it was
 // [e] clone() is deep
 // [f] per-slot state moves with its slot
+// [g] moments: sums of A^2 and -A ln A over the mass queries equal the reference's
+// [h] compensation: evicted keys and values fold into one slot per head that attention
+//     reads with logit q.mean_k/sqrt(d) + ln(count); dropping identical tokens changes
+//     nothing; the slot costs one slot's bytes
 #include "core/error.h"
 #include "core/kv_store.h"
 #include "core/model_config.h"
@@ -70,10 +74,13 @@ struct Shadow {
     struct Head {
         std::vector<int64_t> pos;
         std::vector<std::vector<double>> k, v, state;
+        std::vector<double> comp_k = std::vector<double>(size_t(kDim), 0.0), comp_v = comp_k; // sums of the evicted
+        int64_t comp_n = 0;
     };
     std::vector<Head> heads = std::vector<Head>(size_t(kLayers * kKvHeads));
     int64_t n_past = 0;
     int64_t n_state = 0;
+    bool compensate = false;
 
     Head& at(int64_t l, int64_t g) { return heads[size_t(l * kKvHeads + g)]; }
     const Head& at(int64_t l, int64_t g) const { return heads[size_t(l * kKvHeads + g)]; }
@@ -107,6 +114,15 @@ struct Shadow {
                 n.v.push_back(h.v[size_t(s)]);
                 n.state.push_back(h.state[size_t(s)]);
             }
+            n.comp_k = h.comp_k, n.comp_v = h.comp_v, n.comp_n = h.comp_n;
+            for (size_t s = 0; s < h.pos.size() && compensate; ++s) {
+                if (std::find(kept[size_t(g)].begin(), kept[size_t(g)].end(), int64_t(s)) != kept[size_t(g)].end()) continue;
+                for (int64_t i = 0; i < kDim; ++i) {
+                    n.comp_k[size_t(i)] += h.k[s][size_t(i)];
+                    n.comp_v[size_t(i)] += h.v[s][size_t(i)];
+                }
+                ++n.comp_n;
+            }
             h = std::move(n);
         }
     }
@@ -115,39 +131,63 @@ struct Shadow {
 // Plain softmax attention over the shadow's slots of layer l for the step's queries
 // q [n_head, T, d] at positions n_past .. n_past+T-1 (the step's keys already appended).
 // out [n_head, T, d]; mass [n_head, n_slots of h's KV head]: column sums over the last
-// mass_queries queries.
+// mass_queries queries, and sq and entropy the same of A^2 and -A ln A. A head that
+// evicted with compensation on has one more key, the mean of what it evicted, with its
+// logit raised by ln(count).
+struct Columns {
+    std::vector<std::vector<double>> mass, sq, entropy; // [head][slot]
+};
 void naive_attention(const Shadow& sh, int64_t l, const at::Tensor& q, int64_t n_past, int64_t window,
-                     int64_t mass_queries, std::vector<std::vector<std::vector<double>>>& out,
-                     std::vector<std::vector<double>>& mass) {
+                     int64_t mass_queries, std::vector<std::vector<std::vector<double>>>& out, Columns& columns) {
     const int64_t T = q.size(1), group = kHeads / kKvHeads;
     auto qa = q.accessor<float, 3>();
     out.assign(size_t(kHeads), std::vector<std::vector<double>>(size_t(T), std::vector<double>(size_t(kDim), 0.0)));
-    mass.assign(size_t(kHeads), {});
+    columns.mass.assign(size_t(kHeads), {});
+    columns.sq.assign(size_t(kHeads), {});
+    columns.entropy.assign(size_t(kHeads), {});
     for (int64_t h = 0; h < kHeads; ++h) {
         const Shadow::Head& head = sh.at(l, h / group);
         const size_t n = head.pos.size();
-        mass[size_t(h)].assign(n, 0.0);
+        for (auto* c : {&columns.mass, &columns.sq, &columns.entropy}) (*c)[size_t(h)].assign(n, 0.0);
+        // Slot n: the compensation slot, when the head has one.
+        std::vector<std::vector<double>> keys = head.k, values = head.v;
+        std::vector<double> bias(n, 0.0);
+        if (head.comp_n > 0) {
+            std::vector<double> mk(static_cast<size_t>(kDim)), mv(static_cast<size_t>(kDim));
+            for (int64_t i = 0; i < kDim; ++i) {
+                mk[size_t(i)] = head.comp_k[size_t(i)] / double(head.comp_n);
+                mv[size_t(i)] = head.comp_v[size_t(i)] / double(head.comp_n);
+            }
+            keys.push_back(mk);
+            values.push_back(mv);
+            bias.push_back(std::log(double(head.comp_n)));
+        }
+        const size_t m = keys.size();
         for (int64_t t = 0; t < T; ++t) {
             const int64_t p = n_past + t;
-            std::vector<double> score(n, 0.0);
-            std::vector<bool> visible(n, false);
+            std::vector<double> score(m, 0.0);
+            std::vector<bool> visible(m, true);
             double best = -INFINITY;
-            for (size_t s = 0; s < n; ++s) {
-                visible[s] = head.pos[s] <= p && (window <= 0 || head.pos[s] > p - window);
+            for (size_t s = 0; s < m; ++s) {
+                if (s < n) visible[s] = head.pos[s] <= p && (window <= 0 || head.pos[s] > p - window);
                 if (!visible[s]) continue;
                 double dot = 0;
-                for (int64_t i = 0; i < kDim; ++i) dot += double(qa[h][t][i]) * head.k[s][size_t(i)];
-                score[s] = dot / std::sqrt(double(kDim));
+                for (int64_t i = 0; i < kDim; ++i) dot += double(qa[h][t][i]) * keys[s][size_t(i)];
+                score[s] = dot / std::sqrt(double(kDim)) + bias[s];
                 best = std::max(best, score[s]);
             }
             double z = 0;
-            for (size_t s = 0; s < n; ++s)
+            for (size_t s = 0; s < m; ++s)
                 if (visible[s]) z += std::exp(score[s] - best);
-            for (size_t s = 0; s < n; ++s) {
+            for (size_t s = 0; s < m; ++s) {
                 if (!visible[s]) continue;
                 const double prob = std::exp(score[s] - best) / z;
-                for (int64_t i = 0; i < kDim; ++i) out[size_t(h)][size_t(t)][size_t(i)] += prob * head.v[s][size_t(i)];
-                if (t >= T - mass_queries) mass[size_t(h)][s] += prob;
+                for (int64_t i = 0; i < kDim; ++i) out[size_t(h)][size_t(t)][size_t(i)] += prob * values[s][size_t(i)];
+                if (s < n && t >= T - mass_queries) {
+                    columns.mass[size_t(h)][s] += prob;
+                    columns.sq[size_t(h)][s] += prob * prob;
+                    columns.entropy[size_t(h)][s] -= prob * std::log(prob);
+                }
             }
         }
     }
@@ -161,10 +201,13 @@ struct Harness {
     at::Generator gen = at::detail::createCPUGenerator(1234);
     double max_out_err = 0, max_mass_err = 0;
 
-    explicit Harness(int64_t sliding_window = 0, int64_t n_state = 0, at::ScalarType dtype = at::kFloat)
+    explicit Harness(int64_t sliding_window = 0, int64_t n_state = 0, at::ScalarType dtype = at::kFloat,
+                     bool compensate = false)
         : window(sliding_window), store(tiny_config(sliding_window), at::kCPU, dtype, kPage) {
         if (n_state > 0) store.set_state_channels(n_state);
         shadow.n_state = n_state;
+        store.set_compensate(compensate);
+        shadow.compensate = compensate;
     }
 
     at::Tensor randn(at::IntArrayRef shape) { return at::randn(shape, gen, at::kFloat); }
@@ -174,13 +217,13 @@ struct Harness {
     void step(int64_t T) {
         const int64_t w = store.mass_window();
         const int64_t mq = w < 0 ? T : std::min(w, T);
-        std::vector<std::vector<std::vector<double>>> ref_mass(kLayers); // [layer][head][slot]
+        std::vector<Columns> ref_columns(kLayers);
         for (int64_t l = 0; l < kLayers; ++l) {
             at::Tensor q = randn({kHeads, T, kDim}).mul_(1.5), k = randn({kKvHeads, T, kDim}), v = randn({kKvHeads, T, kDim});
             at::Tensor out = store.attend(l, q, k, v);
             shadow.append(l, k, v);
             std::vector<std::vector<std::vector<double>>> ref;
-            naive_attention(shadow, l, q, shadow.n_past, window, mq, ref, ref_mass[size_t(l)]);
+            naive_attention(shadow, l, q, shadow.n_past, window, mq, ref, ref_columns[size_t(l)]);
 
             ASSERT_EQ(out.sizes(), q.sizes());
             auto oa = out.accessor<float, 3>();
@@ -193,15 +236,21 @@ struct Harness {
                                              << " (n_past " << shadow.n_past << ", T " << T << ")";
                     }
         }
-        check_mass(mq, ref_mass);
+        check_columns(mq, store.mass(), ref_columns, &Columns::mass, "mass");
+        auto [sq, entropy] = store.moments();
+        if (sq.defined()) {
+            check_columns(mq, sq, ref_columns, &Columns::sq, "sum A^2");
+            check_columns(mq, entropy, ref_columns, &Columns::entropy, "sum -A ln A");
+        }
         store.commit(T);
         shadow.n_past += T;
         check_contents();
     }
 
-    // Every layer's mass of the step, per slot in position order, against the naive one's.
-    void check_mass(int64_t mq, const std::vector<std::vector<std::vector<double>>>& ref_mass) {
-        const at::Tensor& m = store.mass();
+    // Every layer's mass (or moment) of the step, per slot in position order, against the
+    // naive one's.
+    void check_columns(int64_t mq, const at::Tensor& m, const std::vector<Columns>& ref_columns,
+                       std::vector<std::vector<double>> Columns::*which, const char* what) {
         if (mq == 0) {
             EXPECT_FALSE(m.defined());
             return;
@@ -213,18 +262,22 @@ struct Harness {
             for (int64_t h = 0; h < kHeads; ++h) {
                 const int64_t g = h / (kHeads / kKvHeads);
                 const std::vector<int32_t>& row_pos = store.row_positions(l, g);
+                const std::vector<double>& ref = (ref_columns[size_t(l)].*which)[size_t(h)];
                 double row = 0;
                 for (int64_t r = 0; r < m.size(2); ++r) {
                     row += ma[l][h][r];
                     if (r >= int64_t(row_pos.size()) || row_pos[size_t(r)] < 0) {
-                        EXPECT_EQ(ma[l][h][r], 0.0f) << "row " << r << " of layer " << l << " head " << h << " holds no token but got mass";
+                        EXPECT_EQ(ma[l][h][r], 0.0f) << what << ": row " << r << " of layer " << l << " head " << h << " holds no token";
                         continue;
                     }
-                    const double err = std::abs(double(ma[l][h][r]) - ref_mass[size_t(l)][size_t(h)][size_t(slot_of(l, g, row_pos[size_t(r)]))]);
+                    const double err = std::abs(double(ma[l][h][r]) - ref[size_t(slot_of(l, g, row_pos[size_t(r)]))]);
                     max_mass_err = std::max(max_mass_err, err);
-                    ASSERT_LT(err, 1e-5) << "mass, layer " << l << " head " << h << " row " << r;
+                    ASSERT_LT(err, 1e-5) << what << ", layer " << l << " head " << h << " row " << r;
                 }
-                EXPECT_NEAR(row, double(mq), 1e-4) << "mass row of layer " << l << " head " << h;
+                // Mass: each query's row sums to 1 over the slots, less the compensation slot's share.
+                if (which == &Columns::mass && shadow.at(l, g).comp_n == 0) {
+                    EXPECT_NEAR(row, double(mq), 1e-4) << "mass row of layer " << l << " head " << h;
+                }
             }
     }
 
@@ -663,6 +716,93 @@ TEST(KvStoreState, ChannelsMoveWithTheirSlots) {
     h.store.shrink_to_fit();
     h.check_contents();
     EXPECT_THROW(h.store.set_state_channels(-1), kvscope::Error);
+}
+
+
+// ---- [g] moments --------------------------------------------------------------------------
+
+TEST(KvStoreMoments, SumsOfSquaresAndEntropyEqualTheReferencesOnBothPaths) {
+    for (at::ScalarType dtype : {at::kFloat, at::kDouble}) { // the kernel path, then the ATen path
+        Harness h(0, 0, dtype);
+        h.store.set_moments(true);
+        h.store.set_mass_window(4);
+        h.step(10); // checked in step(): the last 4 queries' moments
+        h.step(1);
+        std::mt19937 rng(5);
+        h.keep(0, {random_subset(rng, 11, 6), range(2, 11)});
+        h.step(1);
+        h.store.set_moments(false);
+        h.step(1);
+        EXPECT_FALSE(h.store.moments().first.defined());
+    }
+}
+
+// ---- [h] compensation -----------------------------------------------------------------------
+
+TEST(KvStoreCompensation, AttentionAndMassMatchTheReferenceWithTheSlot) {
+    for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+        Harness h(0, 0, dtype, /*compensate=*/true);
+        h.store.set_mass_window(-1);
+        h.step(12);
+        std::mt19937 rng(11);
+        h.keep(0, {random_subset(rng, 12, 5), range(0, 12)}); // head 1 of layer 0 drops nothing: no slot
+        h.keep(1, {range(4, 12), random_subset(rng, 12, 7)});
+        EXPECT_EQ(h.store.compensated(0, 0), 7);
+        EXPECT_EQ(h.store.compensated(0, 1), 0);
+        EXPECT_EQ(h.store.compensated(1, 0), 4);
+        h.step(1); // checked in step(): output and mass against attention with the slot
+        h.step(3);
+        h.keep(0, {range(0, 2), random_subset(rng, h.store.n_slots(0, 1), 9)});
+        EXPECT_GT(h.shadow.at(0, 0).comp_n, 7);
+        EXPECT_EQ(h.store.compensated(0, 0), h.shadow.at(0, 0).comp_n);
+        h.step(1);
+        KvStore copy = h.store.clone(); // the slots travel with a clone
+        EXPECT_TRUE(at::equal(copy.compensation_keys(), h.store.compensation_keys()));
+        h.store.clear();
+        EXPECT_EQ(h.store.compensated(0, 0), 0);
+        EXPECT_EQ(copy.compensated(0, 0), h.shadow.at(0, 0).comp_n);
+    }
+}
+
+// RazorAttention's identity (METHODS.md §2.2): when every dropped token has the same key and
+// value, the compensation slot stands for them exactly.
+TEST(KvStoreCompensation, DroppingIdenticalTokensChangesNothing) {
+    KvStore full(tiny_config(), at::kCPU, at::kFloat, kPage), cut(tiny_config(), at::kCPU, at::kFloat, kPage);
+    cut.set_compensate(true);
+    at::Generator gen = at::detail::createCPUGenerator(7);
+    const int64_t T = 16;
+    std::vector<at::Tensor> q(kLayers), k(kLayers), v(kLayers);
+    for (int64_t l = 0; l < kLayers; ++l) {
+        q[l] = at::randn({kHeads, T, kDim}, gen, at::kFloat);
+        k[l] = at::randn({kKvHeads, T, kDim}, gen, at::kFloat);
+        v[l] = at::randn({kKvHeads, T, kDim}, gen, at::kFloat);
+        // Tokens 4..11 of every head: one key and one value.
+        k[l].narrow(1, 4, 8).copy_(k[l].narrow(1, 4, 1).expand({kKvHeads, 8, kDim}));
+        v[l].narrow(1, 4, 8).copy_(v[l].narrow(1, 4, 1).expand({kKvHeads, 8, kDim}));
+        full.attend(l, q[l], k[l], v[l]);
+        cut.attend(l, q[l], k[l], v[l]);
+    }
+    full.commit(T);
+    cut.commit(T);
+    const std::vector<int64_t> kept = {0, 1, 2, 3, 12, 13, 14, 15};
+    for (int64_t l = 0; l < kLayers; ++l) cut.evict(l, evicted_rows(cut, l, {kept, kept}));
+    const int64_t slot_bytes = 2 * kDim * int64_t(sizeof(float));
+    EXPECT_EQ(cut.bytes(0, 0), ceil_div(8, kPage) * cut.page_bytes() + slot_bytes);
+    EXPECT_EQ(cut.bytes(), kLayers * kKvHeads * (ceil_div(8, kPage) * cut.page_bytes() + slot_bytes));
+    EXPECT_LT(cut.bytes(), full.bytes());
+    for (int step = 0; step < 3; ++step)
+        for (int64_t l = 0; l < kLayers; ++l) {
+            at::Tensor qd = at::randn({kHeads, 1, kDim}, gen, at::kFloat).mul_(2);
+            at::Tensor kd = at::randn({kKvHeads, 1, kDim}, gen, at::kFloat), vd = at::randn({kKvHeads, 1, kDim}, gen, at::kFloat);
+            at::Tensor a = full.attend(l, qd, kd, vd), b = cut.attend(l, qd, kd, vd);
+            EXPECT_LT((a - b).abs().max().item<double>(), 1e-6) << "step " << step << " layer " << l;
+            if (l == kLayers - 1) full.commit(1), cut.commit(1);
+        }
+}
+
+TEST(KvStoreCompensation, RefusedWithASlidingWindow) {
+    KvStore store(tiny_config(8), at::kCPU, at::kFloat, kPage);
+    EXPECT_THROW(store.set_compensate(true), kvscope::Error);
 }
 
 } // namespace

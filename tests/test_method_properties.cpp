@@ -13,11 +13,20 @@
 //       PyramidKV scores have their NumPy parity elsewhere.
 //   U5  same seed => same decisions and tokens; random with another seed keeps other slots
 //   U6  final kv_bytes non-increasing as the budget falls, = pages x page bytes per head
+//       (+ one slot for a head razor has folded tokens into)
+//
+// The head-aware methods (razor, duo, snapkv+headkv, cake) read a hand-set head profile:
+// KV head 1 of layer 10 and KV head 2 of layer 20 retrieve and induce, no other head does.
+// They move slots between heads and layers, so U2 bounds their total, not each head; U3
+// checks razor's and duo's sinks and the protected window inside each head's budget for
+// headkv and cake; U4 checks that the profile's two heads keep everything under razor and
+// duo while every other head keeps its sinks and its newest tokens.
 //
 // Every run's decisions are replayed here on the positions each (layer, KV head) holds, so
 // the kept/evicted lists, the per-step slot counts and bytes of the step events and the
 // summary's per-head bytes are all checked against one independent account.
 #include "core/engine.h"
+#include "core/head_roles.h"
 #include "core/kv_store.h"
 #include "core/model.h"
 #include "core/plugin_registry.h"
@@ -63,8 +72,28 @@ const char* kText =
     "its height, but modern estimates place it somewhere above 100 metres, which would have made it one of the tallest "
     "structures in the world for many centuries.";
 
-const std::vector<std::string> kMethods = {"window", "streaming_llm", "h2o",    "snapkv",         "tova",
-                                           "key_norm", "random",      "oracle", "snapkv+pyramid", "snapkv+adakv"};
+const std::string kRazor = "razor(induction=0.03,echo=0)"; // the profile's 6 induction query heads
+const std::vector<std::string> kMethods = {"window", "streaming_llm", "h2o",          "snapkv", "tova",
+                                           "key_norm", "random",      "oracle",       "snapkv+pyramid",
+                                           "snapkv+adakv", kRazor,    "duo",          "snapkv+headkv", "cake"};
+const std::set<std::pair<int64_t, int64_t>> kProfiledHeads = {{10, 1}, {20, 2}}; // (layer, KV head)
+
+bool head_aware(const std::string& spec) {
+    return spec == kRazor || spec == "duo" || spec == "snapkv+headkv" || spec == "cake";
+}
+
+// Induction and retrieval 0.9 on the query heads of kProfiledHeads, 0 elsewhere.
+HeadRoles hand_set_roles(const ModelConfig& c) {
+    HeadRoles r;
+    r.n_layer = c.n_layer, r.n_head = c.n_head, r.n_head_kv = c.n_head_kv;
+    r.roles = {"sink", "locality", "previous_token", "entropy", "induction", "echo", "retrieval"};
+    r.scores.assign(r.roles.size(), std::vector<double>(size_t(c.n_layer * c.n_head), 0.0));
+    r.layer_preference.assign(size_t(c.n_layer), 1.0);
+    const int64_t G = c.n_head / c.n_head_kv;
+    for (auto [l, g] : kProfiledHeads)
+        for (int64_t h = g * G; h < (g + 1) * G; ++h) r.scores[4][size_t(l * c.n_head + h)] = r.scores[6][size_t(l * c.n_head + h)] = 0.9;
+    return r;
+}
 
 struct Recorder : RunObserver {
     std::vector<StepEvent> steps;
@@ -143,11 +172,16 @@ void expect_top_b(const std::vector<double>& score, const std::vector<int32_t>& 
 // decision splits exactly what the head held into kept and evicted, and that each step's
 // slot count and bytes (and the summary's per-head bytes) follow from those positions.
 // on_decisions(step, n_past, decisions of the step, positions after them) at each step with decisions.
+// slot_bytes: what a head that has evicted holds besides its pages (razor's compensation slot).
 template <class F>
 std::vector<std::vector<int32_t>> replay(const MethodRun& run, int64_t n_prompt, int64_t n_layer, int64_t n_kv,
-                                         int64_t page_bytes, F&& on_decisions) {
+                                         int64_t page_bytes, F&& on_decisions, int64_t slot_bytes = 0) {
     const std::string where = label(run);
     std::vector<std::vector<int32_t>> pos(size_t(n_layer * n_kv), iota_positions(0, n_prompt));
+    std::vector<bool> evicted_any(pos.size(), false);
+    const auto head_bytes = [&](size_t i) {
+        return ceil_div(int64_t(pos[i].size()), kPage) * page_bytes + (evicted_any[i] ? slot_bytes : 0);
+    };
     const auto& steps = run.rec.steps;
     const auto& decisions = run.rec.decisions;
     EXPECT_EQ(int64_t(steps.size()), run.summary.n_steps) << where;
@@ -173,14 +207,15 @@ std::vector<std::vector<int32_t>> replay(const MethodRun& run, int64_t n_prompt,
                 auto& held = pos[size_t(d.layer * n_kv + d.head)];
                 EXPECT_EQ(all, held) << at << ": kept + evicted is not what the head held";
                 held = d.kept;
+                evicted_any[size_t(d.layer * n_kv + d.head)] = true;
             }
             on_decisions(int64_t(k), n_past, decisions[next].second, pos);
             ++next;
         }
         int64_t slots = 0, bytes = 0;
-        for (const auto& p : pos) {
-            slots += int64_t(p.size());
-            bytes += ceil_div(int64_t(p.size()), kPage) * page_bytes;
+        for (size_t i = 0; i < pos.size(); ++i) {
+            slots += int64_t(pos[i].size());
+            bytes += head_bytes(i);
         }
         EXPECT_EQ(steps[k].kv_slots, slots) << where << " step " << k;
         EXPECT_EQ(steps[k].kv_bytes, bytes) << where << " step " << k;
@@ -196,7 +231,7 @@ std::vector<std::vector<int32_t>> replay(const MethodRun& run, int64_t n_prompt,
             int64_t layer = 0;
             for (int64_t g = 0; g < n_kv; ++g) {
                 const int64_t kept = int64_t(pos[size_t(l * n_kv + g)].size());
-                EXPECT_EQ(s.head_bytes[size_t(l * n_kv + g)], ceil_div(kept, kPage) * page_bytes)
+                EXPECT_EQ(s.head_bytes[size_t(l * n_kv + g)], head_bytes(size_t(l * n_kv + g)))
                     << where << " layer " << l << " head " << g << " (" << kept << " slots)";
                 layer += s.head_bytes[size_t(l * n_kv + g)];
             }
@@ -221,6 +256,7 @@ protected:
         }
         registry_ = std::make_unique<PluginRegistry>();
         registry_->add_builtin(kvscope_builtin_plugin());
+        roles_ = std::make_unique<HeadRoles>(hand_set_roles(model_->config()));
         prompt_ = model_->tokenizer().encode(kText, false, false);
         if (int64_t(prompt_.size()) < kPromptTokens) {
             load_error_ = "the prompt has only " + std::to_string(prompt_.size()) + " tokens";
@@ -240,6 +276,7 @@ protected:
     static void TearDownTestSuite() {
         runs_.clear();
         reference_.reset();
+        roles_.reset();
         registry_.reset();
         model_.reset();
     }
@@ -251,6 +288,7 @@ protected:
 
     static const ModelConfig& config() { return model_->config(); }
     static int64_t page_bytes() { return 2 * kPage * config().head_dim * int64_t(sizeof(float)); }
+    static int64_t slot_bytes() { return 2 * config().head_dim * int64_t(sizeof(float)); }
 
     // A run of `spec` at budget B against the shared reference; cached unless fresh.
     static const MethodRun& run(const std::string& spec, int64_t B, uint64_t seed = 0, bool fresh = false) {
@@ -268,6 +306,7 @@ protected:
         o.budget = Budget{double(B), false};
         o.seed = seed;
         o.page_size = kPage;
+        o.head_roles = roles_.get();
         const auto start = std::chrono::steady_clock::now();
         r->summary = run_method(*model_, *registry_, prompt_, o, reference_.get(), &r->rec);
         r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -283,6 +322,7 @@ protected:
     static std::unique_ptr<Model> model_;
     static std::unique_ptr<PluginRegistry> registry_;
     static std::unique_ptr<ReferenceRun> reference_;
+    static std::unique_ptr<HeadRoles> roles_;
     static std::vector<int32_t> prompt_;
     static std::string load_error_;
     static std::map<std::tuple<std::string, int64_t, uint64_t>, std::shared_ptr<MethodRun>> runs_;
@@ -292,6 +332,7 @@ protected:
 std::unique_ptr<Model> MethodProperties::model_;
 std::unique_ptr<PluginRegistry> MethodProperties::registry_;
 std::unique_ptr<ReferenceRun> MethodProperties::reference_;
+std::unique_ptr<HeadRoles> MethodProperties::roles_;
 std::vector<int32_t> MethodProperties::prompt_;
 std::string MethodProperties::load_error_;
 std::map<std::tuple<std::string, int64_t, uint64_t>, std::shared_ptr<MethodRun>> MethodProperties::runs_;
@@ -328,7 +369,8 @@ TEST_F(MethodProperties, U1_BudgetAboveTheSequenceIsTheFullCacheBitForBit) {
         EXPECT_EQ(r.summary.kv_bytes, r.summary.reference_kv_bytes) << where;
         EXPECT_EQ(r.summary.peak_kv_bytes, reference_->kv_bytes.back()) << where;
         replay(r, kPromptTokens, config().n_layer, config().n_head_kv, page_bytes(),
-               [](int64_t, int64_t, const std::vector<Decision>&, const std::vector<std::vector<int32_t>>&) {});
+               [](int64_t, int64_t, const std::vector<Decision>&, const std::vector<std::vector<int32_t>>&) {},
+               spec == kRazor ? slot_bytes() : 0);
     }
 }
 
@@ -393,7 +435,8 @@ TEST_F(MethodProperties, U2_U3_U4_U6_BudgetsProtectionTopBAndBytes) {
             const MethodRun& r = run(spec, B);
             const std::string where = label(r);
             const bool pyramid = spec == "snapkv+pyramid", adakv = spec == "snapkv+adakv";
-            const bool snap = spec.rfind("snapkv", 0) == 0;
+            const bool moves = head_aware(spec), two_class = spec == kRazor || spec == "duo";
+            const bool snap = spec.rfind("snapkv", 0) == 0 && !moves; // its whole window fits every head's budget
             const PyramidCard card(B, kSnapWindow, np, L);
             int64_t decision_steps = 0;
 
@@ -408,10 +451,12 @@ TEST_F(MethodProperties, U2_U3_U4_U6_BudgetsProtectionTopBAndBytes) {
                     for (int64_t g = 0; g < Hk; ++g) {
                         const int64_t c = int64_t(pos[size_t(l * Hk + g)].size());
                         layer += c;
-                        const int64_t bound = adakv ? n : pyramid ? card.bound(l, B) : B;
+                        const int64_t bound = adakv || moves ? n : pyramid ? card.bound(l, B) : B;
                         EXPECT_LE(c, bound) << at << " layer " << l << " head " << g;
                     }
-                    EXPECT_LE(layer, Hk * (pyramid ? card.bound(l, B) : B)) << at << " layer " << l;
+                    if (!moves) {
+                        EXPECT_LE(layer, Hk * (pyramid ? card.bound(l, B) : B)) << at << " layer " << l;
+                    }
                     if (adakv) { // AdaKV: Hk*B per layer exactly (the prompt is longer than B), a floor per head
                         EXPECT_EQ(layer, Hk * B) << at << " layer " << l;
                         for (int64_t g = 0; g < Hk; ++g)
@@ -440,8 +485,22 @@ TEST_F(MethodProperties, U2_U3_U4_U6_BudgetsProtectionTopBAndBytes) {
                     const std::string dh = at + " layer " + std::to_string(d.layer) + " head " + std::to_string(d.head);
                     const std::vector<int32_t>& kept = d.kept;
                     // U3: protected slots never leave.
-                    if (spec == "streaming_llm") {
+                    if (spec == "streaming_llm" || two_class) {
                         EXPECT_TRUE(contains_all(kept, iota_positions(0, kSinks))) << dh << ": a sink left";
+                    }
+                    if (spec == "snapkv+headkv" || spec == "cake") { // the window, within the head's budget
+                        EXPECT_EQ(k, 0) << dh << ": acts after the prefill only";
+                        const int64_t w = std::min<int64_t>(kSnapWindow, int64_t(kept.size()));
+                        EXPECT_TRUE(contains_all(kept, iota_positions(np - w, np))) << dh << ": the window left";
+                    }
+                    // U4 for the two-class split: the profile's heads are never cut; the others keep
+                    // their sinks and their newest tokens.
+                    if (two_class) {
+                        EXPECT_FALSE(kProfiledHeads.count({d.layer, d.head})) << dh << ": a retrieval head was cut";
+                        std::vector<int32_t> want = iota_positions(0, kSinks),
+                                             newest = iota_positions(n - (int64_t(kept.size()) - kSinks), n);
+                        want.insert(want.end(), newest.begin(), newest.end());
+                        EXPECT_EQ(kept, want) << dh;
                     }
                     if (snap) {
                         EXPECT_EQ(k, 0) << dh << ": snapkv acts after the prefill only";
@@ -476,13 +535,14 @@ TEST_F(MethodProperties, U2_U3_U4_U6_BudgetsProtectionTopBAndBytes) {
                 }
                 // Methods acting every step cut every head once over budget.
                 if (spec == "window" || spec == "streaming_llm" || spec == "h2o" || spec == "tova" ||
-                    (k == 0 && !pyramid && !adakv)) {
+                    (k == 0 && !pyramid && !adakv && !moves)) {
                     EXPECT_EQ(int64_t(decisions.size()), L * Hk) << at;
                 }
             };
-            replay(r, np, L, Hk, page_bytes(), check);
+            replay(r, np, L, Hk, page_bytes(), check, spec == kRazor ? slot_bytes() : 0);
 
-            const bool every_step = spec == "window" || spec == "streaming_llm" || spec == "h2o" || spec == "tova";
+            const bool every_step =
+                spec == "window" || spec == "streaming_llm" || spec == "h2o" || spec == "tova" || two_class;
             if (B >= np + kSteps - 1) {
                 EXPECT_EQ(decision_steps, 0) << where;
             } else if (every_step) {

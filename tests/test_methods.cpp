@@ -1,5 +1,6 @@
 // The built-in methods (plugins/): each formula against an independent computation in plain
 // loops, through the C descriptors the host calls, on hand-built one-layer step views.
+#include "plugins/allocation/budget_split.h"
 #include "plugins/builtin.h"
 #include "plugins/sdk/kvscope_plugin_aten.h"
 
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <random>
 #include <regex>
 #include <set>
 #include <string>
@@ -73,7 +75,8 @@ struct View {
     std::vector<int64_t> n_slots, budget;
     int64_t n_prompt = 0, n_past = 0, step = 0;
     uint64_t seed = 1;
-    at::Tensor positions, mass, keys, values, future, state;
+    at::Tensor positions, mass, keys, values, future, state, mass_sq, mass_entropy;
+    at::Tensor head_roles; // [n_head, KVS_N_ROLES]
 
     View(int64_t h, int64_t hk, int64_t s, std::vector<int64_t> slots = {})
         : n_head(h), n_kv(hk), S(s), n_slots(slots.empty() ? std::vector<int64_t>(size_t(hk), s) : slots),
@@ -91,7 +94,7 @@ struct View {
 // A View as the one-layer step view the hooks take: every tensor gets a leading layer
 // dimension of 1. The tensors are held here, since the view points into their sizes.
 struct StepView {
-    at::Tensor positions, mass, keys, values, future, state;
+    at::Tensor positions, mass, keys, values, future, state, mass_sq, mass_entropy, head_roles;
     std::vector<int64_t> budget;
     kvs_step_view v{};
 
@@ -99,6 +102,7 @@ struct StepView {
         auto one = [](const at::Tensor& t) { return t.defined() ? t.unsqueeze(0) : t; };
         positions = one(in.positions), mass = one(in.mass), keys = one(in.keys), values = one(in.values);
         future = one(in.future), state = one(in.state);
+        mass_sq = one(in.mass_sq), mass_entropy = one(in.mass_entropy), head_roles = one(in.head_roles);
         if (layer_budget >= 0) budget.assign(budget.size(), layer_budget);
         v.struct_size = sizeof(v);
         v.n_layer = 1;
@@ -118,6 +122,9 @@ struct StepView {
         v.values = dl(values);
         v.future_mass = dl(future);
         v.state = dl(state);
+        v.mass_sq = dl(mass_sq);
+        v.mass_entropy = dl(mass_entropy);
+        v.head_roles = dl(head_roles);
     }
 };
 
@@ -157,7 +164,7 @@ TEST(Builtin, DescriptorAndSchemasAreSane) {
     EXPECT_STREQ(p->name, "builtin");
     EXPECT_STREQ(p->build_tag, KVS_BUILD_TAG);
     const std::regex identifier("[a-z_][a-z0-9_]*");
-    const std::set<std::string> allocators = {"pyramid", "adakv"};
+    const std::set<std::string> allocators = {"pyramid", "adakv", "headkv"}; // cake, razor, duo also score
     std::set<std::string> names;
     for (int32_t i = 0; i < p->n_methods; ++i) {
         const kvs_method& m = *p->methods[i];
@@ -191,7 +198,7 @@ TEST(Builtin, DescriptorAndSchemasAreSane) {
         EXPECT_TRUE(in.info.recent_fraction >= 0 && in.info.recent_fraction <= 1);
     }
     EXPECT_EQ(names, (std::set<std::string>{"full", "window", "streaming_llm", "h2o", "snapkv", "tova", "key_norm",
-                                            "random", "oracle", "pyramid", "adakv"}));
+                                            "random", "oracle", "pyramid", "adakv", "headkv", "cake", "razor", "duo"}));
 }
 
 TEST(Full, HasNoHookSoTheHostNeverActs) {
@@ -602,6 +609,197 @@ TEST(AdaKV, HeadsWithFewSlotsAreCappedAndTheRestRedistributed) {
     // Fewer slots in all than the layer's budget: every head keeps all it holds.
     View small(6, 3, 40, {3, 5, 8});
     EXPECT_EQ(head_budgets(a, small, 10, scores), (std::vector<int64_t>{3, 5, 8}));
+}
+
+
+// ---- budget splits (plugins/allocation/budget_split.h) --------------------------------------
+
+TEST(BudgetSplit, ProportionalSpendsTheTotalWithinCapsAndRoundsByRemainders) {
+    using kvs::split_proportional;
+    EXPECT_EQ(split_proportional(10, {1, 1, 1, 1}, {9, 9, 9, 9}), (std::vector<int64_t>{3, 3, 2, 2})); // ties: lower index
+    EXPECT_EQ(split_proportional(10, {0, 0}, {9, 9}), (std::vector<int64_t>{5, 5}));                    // no weight: equal
+    EXPECT_EQ(split_proportional(12, {3, 1}, {20, 20}), (std::vector<int64_t>{9, 3}));
+    EXPECT_EQ(split_proportional(12, {3, 1}, {4, 20}), (std::vector<int64_t>{4, 8})); // capped, the rest to the other
+    EXPECT_EQ(split_proportional(50, {1, 2}, {4, 5}), (std::vector<int64_t>{4, 5}));  // more than the caps hold
+    std::mt19937 rng(3);
+    for (int trial = 0; trial < 200; ++trial) {
+        const size_t n = 1 + rng() % 9;
+        std::vector<double> w(n);
+        std::vector<int64_t> cap(n);
+        int64_t caps = 0;
+        for (size_t i = 0; i < n; ++i) {
+            w[i] = rng() % 4 == 0 ? 0.0 : double(rng() % 1000) / 100;
+            caps += cap[i] = int64_t(rng() % 60);
+        }
+        const int64_t spend = int64_t(rng() % 300);
+        const std::vector<int64_t> out = split_proportional(spend, w, cap);
+        EXPECT_EQ(total(out), std::min(spend, caps)) << trial;
+        for (size_t i = 0; i < n; ++i) EXPECT_TRUE(out[i] >= 0 && out[i] <= cap[i]) << trial << " " << i;
+    }
+}
+
+TEST(BudgetSplit, TwoClassMakesCandidatesFullWhileTheOthersKeepTheirMinimum) {
+    const int64_t n_slots[4] = {100, 100, 100, 100}, budget[4] = {40, 40, 40, 40};
+    int64_t out[4];
+    // 160 slots: one full head (100) leaves 60 for three heads (>= 10 each); a second would not fit.
+    std::vector<bool> full = kvs::two_class_budgets(4, n_slots, budget, {2, 0}, 10, out);
+    EXPECT_EQ(full, (std::vector<bool>{false, false, true, false}));
+    EXPECT_EQ(std::vector<int64_t>(out, out + 4), (std::vector<int64_t>{20, 20, 100, 20}));
+    full = kvs::two_class_budgets(4, n_slots, budget, {}, 10, out); // no candidates: B each
+    EXPECT_EQ(std::vector<int64_t>(out, out + 4), (std::vector<int64_t>{40, 40, 40, 40}));
+}
+
+// ---- head-aware methods ---------------------------------------------------------------------
+
+// A one-layer view of Hk KV heads (G query heads each) holding n tokens, with role scores.
+View profiled(int64_t Hk, int64_t G, int64_t n, int64_t B, const std::map<int, std::vector<float>>& roles) {
+    View v(Hk * G, Hk, n);
+    v.budget.assign(size_t(Hk), B);
+    v.head_roles = at::zeros({Hk * G, KVS_N_ROLES}, at::kFloat);
+    for (const auto& [role, per_head] : roles)
+        v.head_roles.select(1, role).copy_(at::tensor(per_head, at::kFloat));
+    return v;
+}
+
+std::vector<int64_t> all_head_budgets(Instance& in, const View& v) {
+    std::vector<int64_t> out(size_t(v.n_kv), -7);
+    StepView sv(v);
+    at::Tensor scores = at::zeros({1, v.n_kv, v.S});
+    DLTensor sc = dl(scores);
+    char err[256] = "";
+    EXPECT_EQ(in.m->head_budgets(in.self, &sv.v, &sc, out.data(), err, sizeof(err)), 0) << err;
+    return out;
+}
+
+TEST(HeadKV, BaseThenShareByRetrievalScoreSpendingTheTotal) {
+    // KV heads' retrieval (mean of 2 query heads): 0.5, 0, 0.25, 0.25.
+    View v = profiled(4, 2, 200, 40, {{KVS_ROLE_RETRIEVAL, {1.0f, 0.0f, 0, 0, 0.5f, 0, 0.25f, 0.25f}}});
+    Instance h("headkv");
+    EXPECT_EQ(h.info.needs, KVS_NEEDS_HEAD_ROLES);
+    // base 10 each; the pool of 120 split 2:0:1:1.
+    EXPECT_EQ(all_head_budgets(h, v), (std::vector<int64_t>{70, 10, 40, 40}));
+    Instance flat("headkv", {{"base", 1.0}});
+    EXPECT_EQ(all_head_budgets(flat, v), (std::vector<int64_t>{40, 40, 40, 40}));
+    View none = profiled(4, 2, 200, 40, {});
+    EXPECT_EQ(all_head_budgets(h, none), (std::vector<int64_t>{40, 40, 40, 40})); // no scores: equal
+    View few = profiled(4, 2, 200, 40, {{KVS_ROLE_RETRIEVAL, {1.0f, 1.0f, 0, 0, 0, 0, 0, 0}}});
+    few.n_slots = {50, 200, 200, 200}; // head 0 holds 50: the rest of its share goes to the others
+    const std::vector<int64_t> got = all_head_budgets(h, few);
+    EXPECT_EQ(got[0], 50);
+    EXPECT_EQ(total(got), 160);
+}
+
+TEST(Duo, TopRetrievalHeadsKeepEverythingTheOthersShareTheRest) {
+    // KV heads' best retrieval score: 0.9, 0, 0.5, 0.1; 4 heads of 100 tokens, B = 60 (240 in all).
+    View v = profiled(4, 1, 100, 60, {{KVS_ROLE_RETRIEVAL, {0.9f, 0.0f, 0.5f, 0.1f}}});
+    Instance d("duo", {{"share", 0.5}});
+    EXPECT_EQ(d.info.sinks, 4);
+    EXPECT_EQ(d.info.every, 1);
+    // Both candidates fit (100 + 100 + 2 x 5 <= 240): 40 left for the other two.
+    EXPECT_EQ(all_head_budgets(d, v), (std::vector<int64_t>{100, 20, 100, 20}));
+    Instance one("duo", {{"share", 0.25}});
+    EXPECT_EQ(all_head_budgets(one, v), (std::vector<int64_t>{100, 47, 47, 46})); // the top one: 140 left for three
+    Instance wide("duo", {{"share", 1.0}, {"sinks", 0}});
+    View roomy = profiled(4, 1, 100, 80, {{KVS_ROLE_RETRIEVAL, {0.9f, 0.0f, 0.5f, 0.1f}}});
+    EXPECT_EQ(all_head_budgets(wide, roomy), (std::vector<int64_t>{100, 20, 100, 100})); // never heads scoring 0
+    Instance none("duo", {{"share", 0.0}});
+    EXPECT_EQ(all_head_budgets(none, v), (std::vector<int64_t>{60, 60, 60, 60}));
+}
+
+TEST(Razor, InductionOrEchoHeadsKeepEverythingTheOthersPayTheCompensationSlot) {
+    // 4 KV heads x 2 query heads; induction picks query head 5 (KV head 2), echo query head 0 (KV head 0).
+    View v = profiled(4, 2, 100, 70, {{KVS_ROLE_INDUCTION, {0, 0.1f, 0, 0, 0, 0.8f, 0, 0}},
+                                      {KVS_ROLE_ECHO, {0.6f, 0, 0, 0, 0, 0, 0, 0}}});
+    Instance r("razor", {{"induction", 0.125}, {"echo", 0.125}});
+    EXPECT_EQ(r.info.needs, KVS_NEEDS_HEAD_ROLES | KVS_COMPENSATE);
+    // 280 slots: KV head 2 (0.8) full, then KV head 0 (0.6) full leaves 80 for two: 40 each, 39 tokens + the slot.
+    EXPECT_EQ(all_head_budgets(r, v), (std::vector<int64_t>{100, 39, 100, 39}));
+    Instance all("razor", {{"induction", 1.0}});
+    View roomy = profiled(4, 2, 100, 100, {{KVS_ROLE_INDUCTION, {1, 1, 1, 1, 1, 1, 1, 1}}});
+    EXPECT_EQ(all_head_budgets(all, roomy), (std::vector<int64_t>{100, 100, 100, 100})); // all retrieval: full
+    View scores(8, 4, 10);
+    EXPECT_TRUE(at::equal(score(r, scores), scores.positions.to(at::kFloat))); // newest first; the host keeps sinks
+}
+
+// CAKE on two layers: its indicator from hand loops, and its layer split.
+struct CakeView {
+    static constexpr int64_t L = 2, H = 4, Hk = 2, S = 12, w = 4;
+    at::Tensor positions = at::arange(S, at::kInt).expand({L, Hk, S}).contiguous();
+    at::Tensor mass, mass_sq, mass_entropy;
+    std::vector<int64_t> n_slots = std::vector<int64_t>(size_t(L * Hk), S), budget = std::vector<int64_t>(size_t(L * Hk), 6);
+    kvs_step_view v{};
+
+    explicit CakeView(at::Tensor attention) { // [L, H, w, S]: the window's rows
+        mass = attention.sum(2);
+        mass_sq = attention.square().sum(2);
+        mass_entropy = at::xlogy(attention, attention).neg().sum(2);
+        v.struct_size = sizeof(v);
+        v.n_layer = L, v.n_head = H, v.n_head_kv = Hk, v.head_dim = 4;
+        v.n_prompt = v.n_past = S, v.n_max = S;
+        v.n_slots = n_slots.data(), v.budget = budget.data();
+        v.positions = dl(positions), v.mass = dl(mass), v.mass_sq = dl(mass_sq), v.mass_entropy = dl(mass_entropy);
+    }
+};
+
+TEST(Cake, IndicatorIsPooledMeanPlusGammaVarianceOutsideTheWindow) {
+    at::manual_seed(31);
+    at::Tensor attention = at::softmax(at::randn({CakeView::L, CakeView::H, CakeView::w, CakeView::S}) * 2, -1);
+    CakeView cv(attention);
+    const double gamma = 200;
+    Instance c("cake", {{"window", double(CakeView::w)}, {"kernel", 3}});
+    EXPECT_EQ(c.info.needs, KVS_NEEDS_MOMENTS);
+    EXPECT_EQ(c.info.mass_window, CakeView::w);
+    EXPECT_EQ(c.info.recent, CakeView::w);
+    at::Tensor out = at::full({CakeView::L, CakeView::Hk, CakeView::S}, NAN);
+    DLTensor o = dl(out);
+    char err[256] = "";
+    ASSERT_EQ(c.m->score(c.self, &cv.v, &o, err, sizeof(err)), 0) << err;
+    auto a = attention.accessor<float, 4>();
+    for (int64_t l = 0; l < CakeView::L; ++l)
+        for (int64_t g = 0; g < CakeView::Hk; ++g)
+            for (int64_t j = 0; j < CakeView::S; ++j) {
+                double want = 0;
+                for (int64_t h = g * 2; h < g * 2 + 2; ++h) {
+                    double pooled = 0; // average over j-1..j+1, zero outside and in the window
+                    for (int64_t i = j - 1; i <= j + 1; ++i) {
+                        if (i < 0 || i >= CakeView::S - CakeView::w) continue;
+                        double mean = 0, sq = 0;
+                        for (int64_t t = 0; t < CakeView::w; ++t) mean += a[l][h][t][i], sq += double(a[l][h][t][i]) * a[l][h][t][i];
+                        mean /= CakeView::w;
+                        pooled += mean + gamma * (sq / CakeView::w - mean * mean);
+                    }
+                    want += pooled / 3 / 2;
+                }
+                EXPECT_NEAR(out[l][g][j].item<double>(), want, 1e-4 * (1 + std::abs(want))) << l << " " << g << " " << j;
+            }
+}
+
+TEST(Cake, LayerBudgetsFollowThePreferenceAndSpendTheTotal) {
+    at::manual_seed(37);
+    // Layer 0 peaked and shifting between queries, layer 1 near uniform and steady.
+    at::Tensor attention = at::cat({at::softmax(at::randn({1, CakeView::H, CakeView::w, CakeView::S}) * 3, -1),
+                                    at::softmax(at::randn({1, CakeView::H, CakeView::w, CakeView::S}) * 0.3, -1)});
+    CakeView cv(attention);
+    cv.budget.assign(cv.budget.size(), 5); // 20 slots: 10 per KV head across the two layers
+    // P_l = H_l^(1/1.6) V_l^(1/0.6) from the definitions, in double.
+    at::Tensor A = attention.to(at::kDouble);
+    at::Tensor H = at::xlogy(A, A).neg().sum({1, 2, 3}), V = A.var(2, /*unbiased=*/false).sum({1, 2});
+    at::Tensor P = H.pow(1 / 1.6) * V.pow(1 / 0.6);
+    const double share0 = 10 * (P[0] / P.sum()).item<double>();
+    std::vector<int64_t> out(size_t(CakeView::L * CakeView::Hk), -1);
+    at::Tensor scores = at::zeros({CakeView::L, CakeView::Hk, CakeView::S});
+    DLTensor sc = dl(scores);
+    char err[256] = "";
+    Instance c("cake", {{"window", double(CakeView::w)}});
+    ASSERT_EQ(c.m->head_budgets(c.self, &cv.v, &sc, out.data(), err, sizeof(err)), 0) << err;
+    EXPECT_EQ(total(out), 20);
+    EXPECT_EQ(out[0], out[1]); // one budget per layer
+    EXPECT_EQ(out[2], out[3]);
+    EXPECT_LE(std::abs(double(out[0]) - share0), 1.0) << "layer 0's share " << share0;
+    EXPECT_GT(out[0], out[2]); // the shifting layer gets more
+    Instance flat("cake", {{"window", double(CakeView::w)}, {"tau1", 1e9}, {"tau2", 1e9}});
+    ASSERT_EQ(flat.m->head_budgets(flat.self, &cv.v, &sc, out.data(), err, sizeof(err)), 0) << err;
+    EXPECT_EQ(out, (std::vector<int64_t>{5, 5, 5, 5})); // tau -> inf: uniform
 }
 
 } // namespace

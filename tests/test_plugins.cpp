@@ -255,7 +255,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Fault{"create_fails", "create_fails", "create", {"no calibration file given"}},
                       // the scorer is created first, then the allocator fails: both must go
                       Fault{"score_zero+create_fails", "create_fails", "create", {"no calibration file given"}},
-                      Fault{"snapkv+alloc_over_total", "alloc_over_total", "layer_budgets", {"over the total budget"}}),
+                      Fault{"snapkv+alloc_over_total", "alloc_over_total", "layer_budgets", {"over the total budget"}},
+                      Fault{"snapkv+heads_over_total", "heads_over_total", "head_budgets", {"slots in all, over the total budget"}},
+                      Fault{"snapkv+heads_negative", "heads_negative", "head_budgets", {"layer 1", "head 1 a negative budget"}}),
     [](const ::testing::TestParamInfo<Fault>& info) {
         std::string name = info.param.spec;
         for (char& c : name)

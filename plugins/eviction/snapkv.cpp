@@ -33,11 +33,8 @@ struct SnapKV {
     // After the prefill a head's slots are still in position order (no evictions yet), so
     // pooling along the slots pools neighbouring tokens.
     at::Tensor score(const kvs::Step& s) const {
-        const int64_t S = s.v.n_max, pad = kernel / 2;
         at::Tensor in_window = s.positions.ge(s.v.n_past - window).repeat_interleave(s.group(), 1);
-        at::Tensor m = s.mass.masked_fill(in_window, 0).view({-1, 1, S}); // [n_layer * n_head, 1, S]
-        m = max_pool ? at::max_pool1d(m, {kernel}, {1}, {pad}) : at::avg_pool1d(m, {kernel}, {1}, {pad}, false, true);
-        return s.group_mean(m.view({s.v.n_layer, s.v.n_head, S}));
+        return s.group_mean(kvs::pool_slots(s.mass.masked_fill(in_window, 0), kernel, max_pool));
     }
 };
 

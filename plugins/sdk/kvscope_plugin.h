@@ -18,7 +18,12 @@
  *                         the top B per KV head, protecting sinks and a recent window
  *              select()   instead of score(): the plugin returns the kept slots itself
  *   allocator  layer_budgets()  split the average budget across layers (PyramidKV)
- *              head_budgets()   split a layer's budget across its KV heads (AdaKV)
+ *              head_budgets()   split the budget across KV heads (AdaKV within a layer,
+ *                               HeadKV or CAKE across the whole model)
+ *
+ * Head-aware methods read the model's head profile (kvs_step_view.head_roles): role scores
+ * per layer x query head from the probe suite (DESIGN.md §6), which the host computes once
+ * per model and stores.
  *
  * Codec, merger, retriever and recompute hooks take the reserved slots at the end of
  * kvs_method in later ABI versions.
@@ -45,7 +50,7 @@
 extern "C" {
 #endif
 
-#define KVS_ABI_VERSION 2
+#define KVS_ABI_VERSION 3
 
 #if defined(_WIN32)
 #define KVS_EXPORT __declspec(dllexport)
@@ -72,6 +77,25 @@ typedef struct kvs_param_def {
 #define KVS_NEEDS_KEYS 1u         /* kvs_step_view.keys is filled */
 #define KVS_NEEDS_VALUES 2u       /* kvs_step_view.values is filled */
 #define KVS_NEEDS_FUTURE 4u       /* kvs_step_view.future_mass is filled (oracle methods) */
+#define KVS_NEEDS_HEAD_ROLES 8u   /* kvs_step_view.head_roles is filled */
+#define KVS_NEEDS_MOMENTS 16u     /* kvs_step_view.mass_sq and mass_entropy are filled */
+/* Not a view but a service: every token this run evicts from a head is folded into that
+ * head's compensation slot (RazorAttention): the mean of the evicted keys and values, which
+ * every later query attends to with logit q.k/sqrt(d) + ln(count), so it stands for all of
+ * them. It costs one slot per head that has evicted anything. */
+#define KVS_COMPENSATE 32u
+
+/* Role scores in kvs_step_view.head_roles (METHODS.md §3; core/head_roles.h defines each). */
+enum {
+    KVS_ROLE_SINK = 0,           /* mass on position 0, natural text */
+    KVS_ROLE_LOCALITY = 1,       /* mass on the last 64 keys */
+    KVS_ROLE_PREVIOUS_TOKEN = 2, /* mass on t - 1 */
+    KVS_ROLE_ENTROPY = 3,        /* attention entropy / ln(t + 1); 1 = uniform */
+    KVS_ROLE_INDUCTION = 4,      /* repeated random tokens: mass on the token after the earlier copy */
+    KVS_ROLE_ECHO = 5,           /* repeated random tokens: mass on the earlier copy itself */
+    KVS_ROLE_RETRIEVAL = 6,      /* needles: share of copied answer tokens whose top key is their source */
+    KVS_N_ROLES = 7
+};
 
 /* mass_window */
 #define KVS_MASS_NONE 0           /* no attention statistics */
@@ -116,6 +140,11 @@ typedef struct kvs_step_view {
     DLTensor future_mass;                 /* float32 [n_layer, n_head, S]: attention each key receives
                                              from all later queries of the reference run (KVS_NEEDS_FUTURE) */
     DLTensor state;                       /* float32 [n_layer, n_head_kv, S, n_state], writable */
+    DLTensor mass_sq;                     /* float32 [n_layer, n_head, S]: sum over the mass_window queries
+                                             of A^2 (KVS_NEEDS_MOMENTS): with mass, the variance over them */
+    DLTensor mass_entropy;                /* float32 [n_layer, n_head, S]: the same of -A ln A */
+    DLTensor head_roles;                  /* float32 [n_layer, n_head, KVS_N_ROLES], host memory: the model's
+                                             role scores (KVS_NEEDS_HEAD_ROLES) */
 } kvs_step_view;
 /* A tensor a method did not ask for has ndim 0 and data NULL. */
 
@@ -159,7 +188,9 @@ typedef struct kvs_method {
     int (*layer_budgets)(void* self, const kvs_budget_view* view, int64_t* out, char* err, size_t err_size);
     /* view.budget holds each layer's budget B_l for every head; scores: float32 [n_layer,
        n_head_kv, S] from the scorer with protected slots at +inf. out: host int64
-       [n_layer * n_head_kv], layer l's heads summing to n_head_kv * B_l. */
+       [n_layer * n_head_kv], all heads together at most n_head_kv * sum_l B_l: an allocator
+       may move slots between layers here (a head may get more than it holds; it keeps what
+       it holds). */
     int (*head_budgets)(void* self, const kvs_step_view* view, const DLTensor* scores, int64_t* out, char* err,
                         size_t err_size);
 

@@ -68,11 +68,12 @@ inline at::Tensor tensor(const DLTensor& t) {
 // The step's view with its tensors wrapped.
 struct Step {
     const kvs_step_view& v;
-    at::Tensor positions, mass, keys, values, future_mass, state;
+    at::Tensor positions, mass, keys, values, future_mass, state, mass_sq, mass_entropy, head_roles;
 
     explicit Step(const kvs_step_view& view)
         : v(view), positions(tensor(view.positions)), mass(tensor(view.mass)), keys(tensor(view.keys)),
-          values(tensor(view.values)), future_mass(tensor(view.future_mass)), state(tensor(view.state)) {}
+          values(tensor(view.values)), future_mass(tensor(view.future_mass)), state(tensor(view.state)),
+          mass_sq(tensor(view.mass_sq)), mass_entropy(tensor(view.mass_entropy)), head_roles(tensor(view.head_roles)) {}
 
     int64_t group() const { return v.n_head / v.n_head_kv; }
     // [n_layer, n_head, S] per query head -> [n_layer, n_head_kv, S] by the mean over each
@@ -81,12 +82,27 @@ struct Step {
     at::Tensor group_sum(const at::Tensor& per_head) const { return by_group(per_head).sum(2); }
     // bool [n_layer, n_head_kv, S]: slots that hold a token.
     at::Tensor valid() const { return positions.ge(0); }
+    // float [n_layer, n_head] on the host: one role's score per query head (KVS_ROLE_*).
+    at::Tensor role(int r) const {
+        if (!head_roles.defined()) throw std::invalid_argument("no head roles in the view: ask for KVS_NEEDS_HEAD_ROLES");
+        return head_roles.select(2, r).contiguous();
+    }
 
 private:
     at::Tensor by_group(const at::Tensor& per_head) const {
         return per_head.view({v.n_layer, v.n_head_kv, group(), per_head.size(-1)});
     }
 };
+
+// Pools per-slot values [..., S] along the slots with an odd kernel, zero-padded (average
+// over the kernel's width, as SnapKV's and CAKE's code do, or max). Only meaningful where
+// the slots are in position order: after the prefill, before any eviction.
+inline at::Tensor pool_slots(const at::Tensor& x, int64_t kernel, bool max_pool) {
+    const int64_t S = x.size(-1), pad = kernel / 2;
+    at::Tensor m = x.reshape({-1, 1, S});
+    m = max_pool ? at::max_pool1d(m, {kernel}, {1}, {pad}) : at::avg_pool1d(m, {kernel}, {1}, {pad}, false, true);
+    return m.view(x.sizes());
+}
 
 template <class F> int guarded(char* err, size_t err_size, F&& f) {
     try {

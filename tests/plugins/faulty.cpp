@@ -57,6 +57,17 @@ int layer_budgets_over(void*, const kvs_budget_view* v, int64_t* out, char*, siz
     for (int32_t l = 0; l < v->n_layer; ++l) out[l] = 2 * v->budget;
     return 0;
 }
+// Head budgets: the whole model's budget to every head, or -1 to one of them.
+int head_budgets_over(void*, const kvs_step_view* v, const DLTensor*, int64_t* out, char*, size_t) {
+    const int64_t heads = int64_t(v->n_layer) * v->n_head_kv;
+    for (int64_t i = 0; i < heads; ++i) out[i] = heads * v->budget[i];
+    return 0;
+}
+int head_budgets_negative(void*, const kvs_step_view* v, const DLTensor*, int64_t* out, char*, size_t) {
+    std::copy_n(v->budget, int64_t(v->n_layer) * v->n_head_kv, out);
+    out[v->n_head_kv + 1] = -1; // layer 1, KV head 1
+    return 0;
+}
 int layer_budgets_even(void*, const kvs_budget_view* v, int64_t* out, char*, size_t) {
     std::fill_n(out, v->n_layer, v->budget);
     return 0;
@@ -84,6 +95,13 @@ kvs_method allocator(const char* name, Create make, decltype(kvs_method::layer_b
     return m;
 }
 
+kvs_method head_allocator(const char* name, decltype(kvs_method::head_budgets) head_budgets) {
+    kvs_method m = method(name, create, nullptr);
+    m.family = "allocator";
+    m.head_budgets = head_budgets;
+    return m;
+}
+
 } // namespace
 
 extern "C" KVS_EXPORT int kvs_test_live_instances(void) { return live; }
@@ -98,6 +116,8 @@ extern "C" KVS_EXPORT const kvs_plugin* kvscope_plugin(void) {
         method("select_over_budget", create, nullptr, select<OVER_BUDGET>),
         method("select_evicts_sink", create_with_sinks, nullptr, select<EVICTS_SINK>),
         allocator("alloc_over_total", create, layer_budgets_over),
+        head_allocator("heads_over_total", head_budgets_over),
+        head_allocator("heads_negative", head_budgets_negative),
         allocator("create_fails", create_fails, layer_budgets_even),
     };
     static const kvs_method* methods[std::size(all)];
