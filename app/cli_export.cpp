@@ -1,15 +1,14 @@
 // kvscope export: stored runs as JSON, CSV tables or a Chrome trace (sessions/export.h).
 #include "app/cli_common.h"
+#include "app/export_formats.h"
 
 #include "core/error.h"
-#include "sessions/export.h"
 #include "sessions/queries.h"
 #include "sessions/report.h"
 #include "sessions/schema.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 
 namespace kvscope {
 
@@ -23,44 +22,6 @@ struct ExportArgs {
     std::string out;
     int64_t layer = 0, head = 0; // report: the eviction raster's
 };
-
-// A format: its name for --format, what it holds, and how it writes the selected runs to
-// --out. Adding one is one more entry in formats().
-struct Format {
-    const char* name;
-    const char* what;
-    std::function<void(sql::Connection& db, const std::vector<int64_t>& runs, const ExportArgs& args)> write;
-};
-
-using StreamExport = void (*)(sql::Connection&, const std::vector<int64_t>&, std::ostream&);
-
-// A format written as one stream into --out, all or nothing.
-Format to_file(const char* name, const char* what, StreamExport write) {
-    return {name, what, [write](sql::Connection& db, const std::vector<int64_t>& runs, const ExportArgs& args) {
-                write_file_atomically(args.out, [&](std::ostream& out) { write(db, runs, out); });
-            }};
-}
-
-const std::vector<Format>& formats() {
-    static const std::vector<Format> all{
-        to_file("json", "everything stored about the runs, in one file that `kvscope sessions import` reads back",
-                export_json),
-        to_file("csv", "one row per step of every run", export_steps_csv),
-        to_file("csv-summary", "one row per run: method, budget, fidelity, KV bytes, speed", export_summary_csv),
-        to_file("trace", "Chrome trace JSON (Perfetto, chrome://tracing), one process per run", export_trace),
-        {"report", "Markdown (--out PATH.md, PNG plots beside it) and one self-contained HTML page, for a paper",
-         [](sql::Connection& db, const std::vector<int64_t>& runs, const ExportArgs& args) {
-             write_report(db, runs, ReportOptions{args.comparison, args.layer, args.head}, args.out);
-         }},
-    };
-    return all;
-}
-
-const Format& format_named(const std::string& name) {
-    for (const Format& f : formats())
-        if (name == f.name) return f;
-    throw Error("export", "--format", "unknown format " + name); // CLI11 checked it already
-}
 
 // The RUN ids, then the comparison's runs, each once.
 std::vector<int64_t> selected_runs(sql::Connection& db, const ExportArgs& args) {
@@ -82,13 +43,13 @@ std::vector<int64_t> selected_runs(sql::Connection& db, const ExportArgs& args) 
 void run_export(const ExportArgs& args) {
     auto db = open_session_db(session_db_path(args.db), SessionAccess::read);
     const std::vector<int64_t> runs = selected_runs(*db, args);
-    format_named(args.format).write(*db, runs, args);
+    export_format_named(args.format).write(*db, runs, ReportOptions{args.comparison, args.layer, args.head}, args.out);
     std::fprintf(stderr, "exported %zu run%s to %s\n", runs.size(), runs.size() == 1 ? "" : "s", args.out.c_str());
 }
 
 std::string formats_help() {
     std::string help = "what to write:";
-    for (const Format& f : formats()) help += std::string("\n  ") + f.name + ": " + f.what;
+    for (const ExportFormat& f : export_formats()) help += std::string("\n  ") + f.name + ": " + f.what;
     return help;
 }
 
@@ -100,7 +61,7 @@ void add_export_command(CLI::App& app) {
     cmd->add_option("run", args->runs, "run ids (from `kvscope sessions list`)");
     cmd->add_option("--comparison", args->comparison, "also the runs of this comparison (as `kvscope compare` named it)");
     std::vector<std::string> names;
-    for (const Format& f : formats()) names.push_back(f.name);
+    for (const ExportFormat& f : export_formats()) names.push_back(f.name);
     cmd->add_option("--format", args->format, formats_help())->required()->check(CLI::IsMember(names));
     cmd->add_option("--out", args->out, "the file to write (replaced only once complete)")->required();
     cmd->add_option("--layer", args->layer, "report: the eviction raster's layer")->capture_default_str();

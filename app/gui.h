@@ -13,6 +13,7 @@ namespace kvscope {
 struct GuiOptions {
     ModelOptions model;
     std::vector<std::string> plugins;
+    std::string db;          // the session database every run is stored in (empty: the default)
     int width = 1600, height = 900;
     // The scripted scenario: load the model, run `method` at `budget` for `steps` steps on
     // `prompt` next to the reference, then view it for `view_frames` frames.
@@ -23,6 +24,15 @@ struct GuiOptions {
     std::string prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle.";
     int steps = 24, view_frames = 120;
     double timeout_s = 300;
+    // ... and, through the views as a user would: load a model with the model picker and a
+    // plugin with the plugin manager before the run; export the stored run from the export
+    // dialog; open it again from the session browser; write a PNG of each window view
+    // beside `screenshot`.
+    std::string load_model, load_plugin, export_path, export_format = "json";
+    bool pause = false;             // pause the run at its first step (Space), step once ("."), resume
+    bool stop_in_reference = false; // stop the run (Shift+F5) while its reference runs
+    std::string reload_plugin;      // press this plugin's Reload as the run starts
+    bool delete_run = false;        // delete the stored run from the session browser at the end
     bool scripted() const { return bench || !screenshot.empty(); }
 };
 

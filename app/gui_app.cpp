@@ -138,7 +138,7 @@ int run_gui(const GuiOptions& options) {
     // OpenMP threads spin between operations, and on 2 cores they starved every frame.
     ModelOptions model = options.model;
     if (model.threads == 0) model.threads = std::max(1, int(std::thread::hardware_concurrency()) - 1);
-    GuiWorker worker(model, options.plugins); // loads the model in the background
+    GuiWorker worker(model, options.plugins, options.db); // loads the model in the background
     if (!font_error.empty()) worker.ReportError(font_error);
     Shell shell(worker, UploadTexture);
     std::optional<Scenario> scenario;
@@ -161,8 +161,8 @@ int run_gui(const GuiOptions& options) {
         glClearColor(bg.x, bg.y, bg.z, 1);
         glClear(GL_COLOR_BUFFER_BIT);
         ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-        if (scenario && scenario->last_frame() && !options.screenshot.empty() && !Screenshot(options.screenshot))
-            std::fprintf(stderr, "kvscope: error: cannot write %s\n", options.screenshot.c_str());
+        const std::string shot = scenario ? scenario->ScreenshotPath() : "";
+        if (!shot.empty() && !Screenshot(shot)) std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
         glfwSwapBuffers(window.handle);
         glFinish(); // the frame is drawn (a software renderer draws here), so its time counts
         frame_ms = MsSince(start);
@@ -181,6 +181,7 @@ int run_gui(const GuiOptions& options) {
 void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     add_model_options(cmd, o.model);
     add_plugin_option(cmd, o.plugins);
+    add_db_option(cmd, o.db);
     cmd.add_option("--width", o.width, "window width in pixels")->capture_default_str();
     cmd.add_option("--height", o.height, "window height in pixels")->capture_default_str();
     cmd.add_flag("--bench", o.bench, "run the scripted scenario and print frame-time percentiles (p50, p99)");
@@ -191,6 +192,14 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_option("-n,--steps", o.steps, "scenario: decode steps")->capture_default_str();
     cmd.add_option("--view-frames", o.view_frames, "scenario: frames spent viewing the finished run")->capture_default_str();
     cmd.add_option("--timeout", o.timeout_s, "scenario: fail after this many seconds")->capture_default_str();
+    cmd.add_option("--load-model", o.load_model, "scenario: load this model with the model picker before the run");
+    cmd.add_option("--load-plugin", o.load_plugin, "scenario: load this plugin from the plugin manager before the run");
+    cmd.add_option("--export", o.export_path, "scenario: export the stored run to this file from the export dialog");
+    cmd.add_option("--export-format", o.export_format, "scenario: the export's format")->capture_default_str();
+    cmd.add_flag("--pause", o.pause, "scenario: pause the run with Space, take one step with '.', resume");
+    cmd.add_flag("--delete", o.delete_run, "scenario: delete the stored run from the session browser at the end");
+    cmd.add_option("--reload-plugin", o.reload_plugin, "scenario: reload this plugin while the run runs");
+    cmd.add_flag("--stop-in-reference", o.stop_in_reference, "scenario: stop the run while its reference runs");
 }
 
 void add_gui_command(CLI::App& app, GuiOptions& options) {

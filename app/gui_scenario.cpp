@@ -7,6 +7,7 @@
 #include <GLFW/glfw3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 namespace kvscope {
@@ -24,89 +25,291 @@ void PrintFrames(const char* what, const std::vector<double>& ms) {
                 Percentile(ms, 99), ms.empty() ? 0.0 : *std::max_element(ms.begin(), ms.end()));
 }
 
+// "Session browser" -> "scenario-session-browser.png" beside the main screenshot.
+std::string WindowShotPath(const std::string& screenshot, const char* view) {
+    std::string slug;
+    for (const char* c = view; *c; ++c) slug += std::isalnum(static_cast<unsigned char>(*c)) ? char(std::tolower(*c)) : '-';
+    size_t dot = screenshot.rfind('.');
+    if (dot != std::string::npos && screenshot.find('/', dot) != std::string::npos) dot = std::string::npos; // a folder's
+    return screenshot.substr(0, dot) + "-" + slug + (dot == std::string::npos ? ".png" : screenshot.substr(dot));
+}
+
+void PrintTokens(const char* label, const std::vector<StepRow>& steps, bool reference = false) {
+    std::printf("%s", label);
+    for (const StepRow& s : steps) std::printf(" %d", reference ? s.reference_token : s.token);
+    std::printf("\n");
+}
+
 } // namespace
 
 Scenario::Scenario(const GuiOptions& options) : options_(options) {}
 
 void Scenario::Fail(const std::string& why) {
     failure_ = why;
-    phase_ = Phase::Last;
+    phase_ = Phase::MainShot; // the frame that shows it (the banner), then stop
 }
 
-// As the GLFW backend would on key events: Ctrl+P opens the palette on viewing frame 5,
-// Esc closes it on frame 15; the state between shows whether the keys reached it.
-void Scenario::PressKeys() {
+// As the GLFW backend would on key events: down for this frame, up before the next.
+void Scenario::Press(std::vector<int> keys) {
+    ImGuiIO& io = ImGui::GetIO();
+    held_ = std::move(keys);
+    for (int key : held_) io.KeysDown[key] = true;
+    io.KeyCtrl = io.KeysDown[GLFW_KEY_LEFT_CONTROL];
+    io.KeyShift = io.KeysDown[GLFW_KEY_LEFT_SHIFT];
+}
+
+void Scenario::ReleaseKeys() {
     ImGuiIO& io = ImGui::GetIO();
     for (int key : held_) io.KeysDown[key] = false;
     held_.clear();
-    io.KeyCtrl = false;
+    io.KeyCtrl = io.KeyShift = false;
+}
+
+// Ctrl+P opens the palette on viewing frame 5, Esc closes it on frame 15; the state
+// between shows whether the keys reached it.
+void Scenario::PressKeys() {
     const bool open = ImGui::IsPopupOpen("", ImGuiPopupFlags_AnyPopupId);
     if (viewed_ == 10) palette_opened_ = open;
     if (viewed_ == 20) palette_closed_ = !open;
-    if (viewed_ == 5) held_ = {GLFW_KEY_LEFT_CONTROL, GLFW_KEY_P};
-    if (viewed_ == 15) held_ = {GLFW_KEY_ESCAPE};
-    for (int key : held_) io.KeysDown[key] = true;
-    io.KeyCtrl = io.KeysDown[GLFW_KEY_LEFT_CONTROL];
+    if (viewed_ == 5) Press({GLFW_KEY_LEFT_CONTROL, GLFW_KEY_P});
+    if (viewed_ == 15) Press({GLFW_KEY_ESCAPE});
+}
+
+// Space as the run starts pauses it at its first decode step; once it has settled, 30
+// frames without a step, "." takes exactly one more; 30 frames later Space resumes.
+void Scenario::ExercisePause(const RunView& run, bool paused) {
+    const size_t steps = run.steps.size();
+    const bool settled = ++pause_frames_ > 30;
+    switch (pause_) {
+    case PauseTest::Start:
+        Press({GLFW_KEY_SPACE});
+        pause_ = PauseTest::Pausing;
+        pause_frames_ = 0;
+        return;
+    case PauseTest::Pausing:
+        if (!paused || steps == 0) pause_frames_ = 0;
+        else if (settled) {
+            paused_at_ = steps;
+            pause_ = PauseTest::Paused;
+            pause_frames_ = 0;
+        }
+        return;
+    case PauseTest::Paused:
+        if (steps != paused_at_) pause_ = PauseTest::Failed;
+        else if (settled) {
+            Press({GLFW_KEY_PERIOD});
+            pause_ = PauseTest::Stepped;
+            pause_frames_ = 0;
+        }
+        return;
+    case PauseTest::Stepped:
+        if (!settled) return;
+        stepped_to_ = steps;
+        Press({GLFW_KEY_SPACE});
+        pause_ = PauseTest::Resumed;
+        return;
+    case PauseTest::Resumed:
+    case PauseTest::Failed: return;
+    }
+}
+
+// The plugin manager's Reload, pressed as the run starts: the worker must reload only
+// once the run has ended, as the run's methods use the library being replaced.
+void Scenario::ReloadDuringRun(Shell& shell) {
+    const Snapshot& snap = shell.snapshot();
+    if (reload_ == ReloadTest::Start) {
+        if (!snap.runs[live_run_].live()) return; // too late to test anything: reported NOT requested
+        shell.commands().load_plugin = options_.reload_plugin;
+        plugin_loads_ = snap.catalog.plugin_loads;
+        reload_ = ReloadTest::Requested;
+    } else if (reload_ == ReloadTest::Requested && snap.catalog.plugin_loads != plugin_loads_) {
+        reload_ = snap.runs[live_run_].live() ? ReloadTest::DuringRun : ReloadTest::AfterRun;
+    }
+}
+
+void Scenario::LoadPlugin(Shell& shell) {
+    if (options_.load_plugin.empty()) return StartRun(shell);
+    shell.ShowWindow("Plugin manager");
+    shell.dialogs().plugin_path = options_.load_plugin;
+    shell.commands().load_plugin = options_.load_plugin; // as its "Load .so" button
+    plugin_loads_ = shell.snapshot().catalog.plugin_loads;
+    phase_ = Phase::LoadingPlugin;
+}
+
+void Scenario::StartRun(Shell& shell) {
+    const Snapshot& snap = shell.snapshot();
+    if (!SelectMethod(snap, shell.setup(), options_.method)) return Fail("no method named " + options_.method);
+    shell.setup().source = PromptSource::Chat;
+    shell.setup().prompt = options_.prompt;
+    shell.setup().budget = options_.budget;
+    shell.setup().n_predict = options_.steps;
+    shell.setup().reference = true;
+    live_run_ = snap.runs.size();
+    shell.RunNow();
+    phase_ = Phase::Running;
+}
+
+// The run is over: export it and open it again from the database, when it was stored (a
+// database that fails costs the record, not the run: then the live run is viewed).
+void Scenario::RunEnded(Shell& shell) {
+    const RunView& run = shell.snapshot().runs[live_run_];
+    stored_id_ = run.stored_id;
+    if (run.status != RunView::Status::Done)
+        return Fail("the run ended " + std::string(StatusName(run.status)) + ": " + run.error);
+    if (stored_id_ < 0) {
+        phase_ = Phase::Viewing;
+        return;
+    }
+    DialogState& d = shell.dialogs();
+    d.chosen_runs = {stored_id_};
+    if (!options_.export_path.empty()) {
+        shell.ShowWindow("Export");
+        d.export_request.format = options_.export_format;
+        d.export_request.path = options_.export_path;
+        RequestExport(d, shell.commands()); // as the dialog's Export button
+        exports_ = shell.snapshot().catalog.exports;
+        phase_ = Phase::Exporting;
+        return;
+    }
+    phase_ = Phase::Reopening;
+}
+
+void Scenario::View(Shell& shell) {
+    const Snapshot& snap = shell.snapshot();
+    PressKeys();
+    // Sweep the selection through the steps and layers, as a user scrubbing would.
+    const RunView& run = snap.runs.back();
+    Selection& sel = shell.selection();
+    sel.step = int(int64_t(viewed_) * int64_t(run.steps.size()) / std::max(1, options_.view_frames));
+    sel.position = int(run.n_prompt) + sel.step;
+    sel.layer = viewed_ * std::max(1, snap.model.n_layer) / std::max(1, options_.view_frames);
+    if (++viewed_ >= options_.view_frames) {
+        sel = Selection{int(snap.runs.size()) - 1, int(run.steps.size()) / 2, 0, 0, int(run.n_prompt)};
+        shell.HideWindows();
+        phase_ = options_.delete_run && stored_id_ >= 0 ? Phase::Deleting : Phase::MainShot;
+    }
+}
+
+// The session browser's Delete... on the stored run, confirmed with Enter; done once the
+// browser's list no longer holds it.
+void Scenario::Delete(Shell& shell) {
+    const auto& rows = shell.snapshot().catalog.stored_runs;
+    if (delete_frames_ == 0) {
+        shell.ShowWindow("Session browser");
+        shell.dialogs().chosen_runs = {stored_id_};
+        shell.dialogs().ask_delete = true;
+    }
+    if (++delete_frames_ == 3) Press({GLFW_KEY_ENTER});
+    const bool gone = std::none_of(rows.begin(), rows.end(), [&](const StoredRunRow& r) { return r.id == stored_id_; });
+    if (delete_frames_ > 3 && gone) {
+        deleted_ = true;
+        shell.HideWindows();
+        phase_ = Phase::MainShot;
+    }
+}
+
+// Each window view alone over the layout for three frames (the first ones lay it out),
+// its screenshot on the third.
+void Scenario::WindowShot(Shell& shell) {
+    const auto& table = ViewTable();
+    while (window_ < table.size() && !table[window_].window) ++window_;
+    if (window_ == table.size()) {
+        phase_ = Phase::Done;
+        return;
+    }
+    if (window_frames_ == 0) shell.ShowWindow(table[window_].name, true);
+    if (++window_frames_ == 3) {
+        shot_ = WindowShotPath(options_.screenshot, table[window_].name);
+        ++window_;
+        window_frames_ = 0;
+    }
 }
 
 void Scenario::Advance(Shell& shell, double last_frame_ms) {
+    shot_.clear();
+    ReleaseKeys();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    if (phase_ != Phase::Last && phase_ != Phase::Done && elapsed > options_.timeout_s)
+    if (phase_ < Phase::MainShot && elapsed > options_.timeout_s)
         return Fail("timed out after " + std::to_string(int(elapsed)) + " s");
     const Snapshot& snap = shell.snapshot();
     switch (phase_) {
     case Phase::WaitModel:
-        if (!snap.errors.empty()) return Fail(snap.errors.back());
+        if (snap.model.load_stage == "failed") return Fail(snap.errors.empty() ? "the model failed" : snap.errors.back());
         if (!snap.model.ready) return;
-        if (!SelectMethod(snap, shell.setup(), options_.method)) return Fail("no method named " + options_.method);
-        shell.setup().source = PromptSource::Chat;
-        shell.setup().prompt = options_.prompt;
-        shell.setup().budget = options_.budget;
-        shell.setup().n_predict = options_.steps;
-        shell.setup().reference = true;
-        shell.RunNow();
-        phase_ = Phase::Running;
+        if (options_.load_model.empty()) return LoadPlugin(shell);
+        shell.setup().model_path = options_.load_model;
+        shell.commands().load_model = options_.load_model; // as the model picker's Load button
+        errors_ = snap.errors.size();
+        phase_ = Phase::LoadingModel;
+        return;
+    case Phase::LoadingModel: // loaded, or an error in the banner
+        if (snap.errors.size() > errors_ || (snap.model.ready && snap.model.path == options_.load_model))
+            LoadPlugin(shell);
+        return;
+    case Phase::LoadingPlugin:
+        if (snap.catalog.plugin_loads != plugin_loads_) StartRun(shell); // loaded, or an error in the banner
         return;
     case Phase::Running:
-        if (snap.runs.empty()) return; // the request is on its way
+        if (snap.runs.size() <= live_run_) return; // the request is on its way
         decoding_ms_.push_back(last_frame_ms);
-        if (snap.runs.back().live()) return;
-        if (snap.runs.back().status != RunView::Status::Done) return Fail("the run ended " + std::string(StatusName(snap.runs.back().status)) + ": " + snap.runs.back().error);
+        if (!options_.reload_plugin.empty()) ReloadDuringRun(shell);
+        if (!snap.runs[live_run_].live() && reload_ != ReloadTest::Requested) return RunEnded(shell);
+        if (options_.pause) ExercisePause(snap.runs[live_run_], snap.paused);
+        if (options_.stop_in_reference && snap.runs[live_run_].status == RunView::Status::Reference)
+            Press({GLFW_KEY_LEFT_SHIFT, GLFW_KEY_F5}); // Run: stop
+        return;
+    case Phase::Exporting:
+        if (snap.catalog.exports != exports_) phase_ = Phase::Reopening;
+        return;
+    case Phase::Reopening: // as a double click in the session browser
+        shell.ShowWindow("Session browser");
+        shell.commands().open_runs = {stored_id_};
         phase_ = Phase::Viewing;
         return;
-    case Phase::Viewing: {
+    case Phase::Viewing:
+        if (stored_id_ >= 0 && snap.runs.size() < live_run_ + 2) return; // the stored run is on its way
         viewing_ms_.push_back(last_frame_ms);
-        PressKeys();
-        // Sweep the selection through the steps and layers, as a user scrubbing would.
-        const RunView& run = snap.runs.back();
-        Selection& sel = shell.selection();
-        sel.step = int(int64_t(viewed_) * int64_t(run.steps.size()) / std::max(1, options_.view_frames));
-        sel.position = int(run.n_prompt) + sel.step;
-        sel.layer = viewed_ * std::max(1, snap.model.n_layer) / std::max(1, options_.view_frames);
-        if (++viewed_ >= options_.view_frames) {
-            sel = Selection{int(snap.runs.size()) - 1, int(run.steps.size()) / 2, 0, 0, int(run.n_prompt)};
-            phase_ = Phase::Last;
-        }
+        return View(shell);
+    case Phase::Deleting: return Delete(shell);
+    case Phase::MainShot:
+        shot_ = options_.screenshot;
+        phase_ = failure_.empty() && !options_.screenshot.empty() ? Phase::WindowShots : Phase::Done;
         return;
-    }
-    case Phase::Last: phase_ = Phase::Done; return;
+    case Phase::WindowShots: return WindowShot(shell);
     case Phase::Done: return;
     }
 }
 
 int Scenario::Finish(const Shell& shell) {
     const Snapshot& snap = shell.snapshot();
-    if (!snap.runs.empty()) {
-        const RunView& run = snap.runs.back();
-        std::printf("run #%zu %s @ %s: %s, %lld prompt tokens, %zu steps, %zu evictions\n", snap.runs.size(),
-                    run.method.c_str(), run.budget.c_str(), StatusName(run.status), (long long)run.n_prompt,
-                    run.steps.size(), run.evictions.size());
-        std::printf("tokens");
-        for (const StepRow& s : run.steps) std::printf(" %d", s.token);
-        std::printf("\nreference");
-        for (const StepRow& s : run.steps) std::printf(" %d", s.reference_token);
-        std::printf("\n");
+    if (snap.runs.size() > live_run_) {
+        const RunView& run = snap.runs[live_run_];
+        std::printf("run #%zu %s @ %s: %s, %lld prompt tokens, %zu steps (reference %lld), %zu evictions\n",
+                    live_run_ + 1, run.method.c_str(), run.budget.c_str(), StatusName(run.status),
+                    (long long)run.n_prompt, run.steps.size(), (long long)run.reference_text.size(), run.evictions.size());
+        PrintTokens("tokens", run.steps);
+        PrintTokens("reference", run.steps, true);
+        if (stored_id_ < 0) std::printf("NOT stored\n"); // as it ended (a delete comes later)
+        else std::printf("stored as run %lld in %s\n", (long long)stored_id_, snap.catalog.db_path.c_str());
     }
+    if (snap.runs.size() > live_run_ + 1 && snap.runs.back().opened) {
+        const RunView& run = snap.runs.back();
+        std::printf("opened run %lld from the database: %s, %zu steps, %zu evictions\n", (long long)stored_id_,
+                    StatusName(run.status), run.steps.size(), run.evictions.size());
+        PrintTokens("opened tokens", run.steps);
+    }
+    if (snap.catalog.exports > 0) std::printf("export: %s\n", snap.catalog.export_result.c_str());
+    for (const PluginInfo& p : snap.catalog.plugins) std::printf("plugin %s (%s)\n", p.name.c_str(), p.origin.c_str());
+    for (const std::string& e : snap.errors) std::printf("banner: %s\n", e.c_str());
+    if (deleted_) std::printf("deleted run %lld from the database\n", (long long)stored_id_);
+    if (!options_.reload_plugin.empty())
+        std::printf("reload: %s\n", reload_ == ReloadTest::AfterRun    ? "done after the run ended"
+                                     : reload_ == ReloadTest::DuringRun ? "done DURING the run"
+                                                                        : "NOT requested or NOT done");
+    if (options_.pause)
+        std::printf("pause: %s at step %zu, Step took it to %zu, %s\n",
+                    pause_ == PauseTest::Failed ? "NOT held" : "held", paused_at_, stepped_to_,
+                    pause_ == PauseTest::Resumed ? "resumed" : "NOT resumed");
     std::printf("palette %s by Ctrl+P, %s by Esc\n", palette_opened_ ? "opened" : "NOT opened",
                 palette_closed_ ? "closed" : "NOT closed");
     PrintFrames("decoding", decoding_ms_);

@@ -1,32 +1,50 @@
 // The scripted scenario of `kvscope gui --bench` and the GUI tests: drives the Shell as a
-// user would (set up a run, press Run, watch it, move the selection about), times every
-// frame, and says when to take the screenshot and stop.
+// user would (load a model with the model picker and a plugin with the plugin manager, set
+// up a run, press Run, pause, step, stop or reload a plugin while it runs, export the
+// stored run from the export dialog, open it again from the session browser, move the
+// selection about, delete the run), times every frame, and says when to take which
+// screenshot and stop.
 #pragma once
 
 #include "app/gui.h"
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace kvscope {
 
 class Shell;
+struct RunView;
 
 class Scenario {
 public:
     explicit Scenario(const GuiOptions& options);
     // Before each frame's Shell::Frame; `last_frame_ms` is the previous frame's time.
     void Advance(Shell& shell, double last_frame_ms);
-    bool last_frame() const { return phase_ == Phase::Last; }
+    // The PNG to write of this frame, once drawn (empty: none).
+    const std::string& ScreenshotPath() const { return shot_; }
     bool done() const { return phase_ == Phase::Done; }
     // Prints what happened and the frame times; the exit status.
     int Finish(const Shell& shell);
 
 private:
-    enum class Phase { WaitModel, Running, Viewing, Last, Done } phase_ = Phase::WaitModel;
+    enum class Phase {
+        WaitModel, LoadingModel, LoadingPlugin, Running, Exporting, Reopening, Viewing, Deleting, MainShot, WindowShots, Done
+    } phase_ = Phase::WaitModel;
     void Fail(const std::string& why);
-    void PressKeys(); // this frame's scripted keys (and last frame's released)
+    void Press(std::vector<int> keys); // GLFW key codes, down for this frame
+    void ReleaseKeys();
+    void PressKeys(); // the viewing frames' keys
+    void ExercisePause(const RunView& run, bool paused);
+    void LoadPlugin(Shell& shell);
+    void ReloadDuringRun(Shell& shell);
+    void StartRun(Shell& shell);
+    void RunEnded(Shell& shell);
+    void View(Shell& shell);
+    void Delete(Shell& shell);
+    void WindowShot(Shell& shell);
 
     GuiOptions options_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -34,6 +52,20 @@ private:
     int viewed_ = 0;
     std::vector<int> held_;          // keys down since the last frame
     bool palette_opened_ = false, palette_closed_ = false;
+    int plugin_loads_ = 0;           // plugin loads done when one was asked for
+    int exports_ = 0;                // exports finished when one was asked for
+    size_t errors_ = 0;              // banner errors when a model load was asked for
+    size_t live_run_ = 0;            // the run started here, in Snapshot::runs
+    int64_t stored_id_ = -1;         // its id in the session database
+    size_t window_ = 0;              // WindowShots: the ViewTable entry shown
+    int window_frames_ = 0;
+    int delete_frames_ = 0;
+    bool deleted_ = false;
+    enum class ReloadTest { Start, Requested, DuringRun, AfterRun } reload_ = ReloadTest::Start;
+    enum class PauseTest { Start, Pausing, Paused, Stepped, Resumed, Failed } pause_ = PauseTest::Start;
+    int pause_frames_ = 0;
+    size_t paused_at_ = 0, stepped_to_ = 0; // steps shown while paused, and after one Step
+    std::string shot_;
     std::string failure_;
 };
 

@@ -17,7 +17,8 @@ namespace kvscope {
 
 namespace {
 
-// ---- [SECTION] layout settings: the splitters' fractions, in the ini as [KVScope][Layout]
+// ---- [SECTION] layout settings: the splitters' fractions, in the ini as [KVScope][Layout],
+// and the model picker's recent models as [KVScope][Models]
 struct LayoutFractions {
     float left = 0.22f;   // run setup's share of the width
     float strip = 0.16f;  // token strip's share of the centre's height
@@ -26,10 +27,22 @@ struct LayoutFractions {
 };
 LayoutFractions g_layout;
 
-void* ReadOpen(ImGuiContext*, ImGuiSettingsHandler*, const char* name) {
-    return std::string_view(name) == "Layout" ? &g_layout : nullptr;
+// The handler's UserData is the run setup's recent_models.
+std::vector<std::string>& RecentModels(ImGuiSettingsHandler* handler) {
+    return *static_cast<std::vector<std::string>*>(handler->UserData);
 }
-void ReadLine(ImGuiContext*, ImGuiSettingsHandler*, void* entry, const char* line) {
+
+void* ReadOpen(ImGuiContext*, ImGuiSettingsHandler* handler, const char* name) {
+    if (std::string_view(name) == "Layout") return &g_layout;
+    return std::string_view(name) == "Models" ? handler->UserData : nullptr;
+}
+void ReadLine(ImGuiContext*, ImGuiSettingsHandler* handler, void* entry, const char* line) {
+    if (entry == handler->UserData) {
+        const std::string_view text(line);
+        if (text.rfind("Model=", 0) == 0 && text.size() > 6 && RecentModels(handler).size() < kRecentModels)
+            RecentModels(handler).emplace_back(text.substr(6));
+        return;
+    }
     auto* l = static_cast<LayoutFractions*>(entry);
     float v = 0;
     if (std::sscanf(line, "Left=%f", &v) == 1) l->left = std::clamp(v, 0.1f, 0.6f);
@@ -40,15 +53,20 @@ void ReadLine(ImGuiContext*, ImGuiSettingsHandler*, void* entry, const char* lin
 void WriteAll(ImGuiContext*, ImGuiSettingsHandler* handler, ImGuiTextBuffer* out) {
     out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\n\n", handler->TypeName, g_layout.left,
                  g_layout.strip, g_layout.raster, g_layout.grid);
+    out->appendf("[%s][Models]\n", handler->TypeName);
+    for (const std::string& path : RecentModels(handler))
+        if (path.find_first_of("\r\n") == std::string::npos) out->appendf("Model=%s\n", path.c_str());
+    out->append("\n");
 }
 
-void RegisterLayoutSettings() {
+void RegisterSettings(std::vector<std::string>& recent_models) {
     ImGuiSettingsHandler handler;
     handler.TypeName = "KVScope";
     handler.TypeHash = ImHashStr("KVScope");
     handler.ReadOpenFn = ReadOpen;
     handler.ReadLineFn = ReadLine;
     handler.WriteAllFn = WriteAll;
+    handler.UserData = &recent_models;
     ImGui::GetCurrentContext()->SettingsHandlers.push_back(handler);
 }
 
@@ -73,8 +91,10 @@ bool Pressed(int key) { return ImGui::IsKeyPressed(key, true); }
 
 } // namespace
 
-Shell::Shell(GuiWorker& worker, UploadTextureFn upload_texture)
-    : worker_(worker), upload_texture_(upload_texture), shown_(ViewTable().size(), true) { RegisterLayoutSettings(); }
+Shell::Shell(GuiWorker& worker, UploadTextureFn upload_texture) : worker_(worker), upload_texture_(upload_texture) {
+    for (const ViewEntry& v : ViewTable()) shown_.push_back(!v.window); // window views wait to be asked for
+    RegisterSettings(setup_.recent_models);
+}
 
 // ---- [SECTION] actions and keys
 std::string ShortcutText(const Action& a) {
@@ -82,7 +102,8 @@ std::string ShortcutText(const Action& a) {
         {GLFW_KEY_F5, "F5"},       {GLFW_KEY_LEFT, "Left"},          {GLFW_KEY_RIGHT, "Right"},
         {GLFW_KEY_UP, "Up"},       {GLFW_KEY_DOWN, "Down"},          {GLFW_KEY_LEFT_BRACKET, "["},
         {GLFW_KEY_ESCAPE, "Esc"},  {GLFW_KEY_RIGHT_BRACKET, "]"},    {GLFW_KEY_P, "P"},
-        {GLFW_KEY_Q, "Q"}};
+        {GLFW_KEY_Q, "Q"},         {GLFW_KEY_E, "E"},                {GLFW_KEY_SPACE, "Space"},
+        {GLFW_KEY_PERIOD, "."}};
     std::string text;
     for (const auto& [key, name] : names)
         if (key == a.key) text = std::string(a.ctrl ? "Ctrl+" : "") + (a.shift ? "Shift+" : "") + name;
@@ -96,6 +117,16 @@ std::vector<Action> Shell::Actions() {
         {"File: quit", [this] { quit_ = true; }, true, GLFW_KEY_Q, true},
         {"Run: start the run as set up", [this] { RunNow(); }, snapshot_.model.ready && !busy, GLFW_KEY_F5},
         {"Run: stop", [this] { commands_.stop = true; }, busy, GLFW_KEY_F5, false, true},
+        {"Run: run, or pause and resume",
+         [this, busy] {
+             if (busy) commands_.pause = true;
+             else RunNow();
+         },
+         snapshot_.model.ready, GLFW_KEY_SPACE},
+        {"Run: one decode step (paused)", [this] { commands_.step = true; }, busy && snapshot_.paused, GLFW_KEY_PERIOD},
+        {"File: export runs", [this] { ShowWindow("Export"); }, true, GLFW_KEY_E, true},
+        {"File: session browser", [this] { ShowWindow("Session browser"); }},
+        {"Plugins: plugin manager", [this] { ShowWindow("Plugin manager"); }},
         // Keyboard navigation owns the plain arrows; the selection moves with Ctrl held.
         {"Run: previous step", [&sel] { sel.step = std::max(0, sel.step - 1); }, true, GLFW_KEY_LEFT, true},
         {"Run: next step", [&sel] { ++sel.step; }, true, GLFW_KEY_RIGHT, true},
@@ -134,11 +165,6 @@ void Shell::MenuBar() {
     // Each menu lists the actions whose name starts with its title, as the palette does.
     for (const char* menu : {"File", "Run", "View", "Plugins", "Help"}) {
         if (!ImGui::BeginMenu(menu)) continue;
-        if (std::string_view(menu) == "Plugins") {
-            for (const MethodSchema& m : snapshot_.methods)
-                ImGui::MenuItem((m.name + "  (" + m.family + ", " + m.plugin + ")").c_str(), nullptr, false, false);
-            if (snapshot_.methods.empty()) ImGui::TextDisabled("(loading)");
-        }
         if (std::string_view(menu) == "View")
             for (size_t i = 0; i < ViewTable().size(); ++i) {
                 bool shown = shown_[i];
@@ -225,7 +251,7 @@ void Shell::DrawView(int view, ImVec2 size) {
     ImGui::BeginChild(entry.name, size, true);
     ImGui::TextDisabled("%s", entry.name);
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", entry.tooltip);
-    ViewContext ctx{snapshot_, selection_, setup_, commands_, upload_texture_};
+    ViewContext ctx{snapshot_, selection_, setup_, dialogs_, commands_, upload_texture_};
     entry.draw(ctx);
     ImGui::EndChild();
 }
@@ -268,6 +294,47 @@ void Shell::Layout() {
     ImGui::EndChild();
 }
 
+// ---- [SECTION] window views
+void Shell::ShowWindow(const std::string& name, bool framed) {
+    int found = -1;
+    for (size_t i = 0; i < ViewTable().size(); ++i)
+        if (ViewTable()[i].window && name == ViewTable()[i].name) found = int(i);
+    if (found < 0) return;
+    if (framed) HideWindows();
+    shown_[size_t(found)] = true;
+    framed_ = framed ? found : -1;
+    focus_ = found;
+}
+
+void Shell::HideWindows() {
+    for (size_t i = 0; i < ViewTable().size(); ++i)
+        if (ViewTable()[i].window) shown_[i] = false;
+    framed_ = -1;
+}
+
+void Shell::Windows() {
+    const ImGuiViewport* vp = ImGui::GetMainViewport();
+    for (size_t i = 0; i < ViewTable().size(); ++i) {
+        const ViewEntry& entry = ViewTable()[i];
+        if (!entry.window || !shown_[i]) continue;
+        const ImVec2 size{vp->WorkSize.x * 0.6f, vp->WorkSize.y * 0.7f};
+        const ImVec2 centre{vp->WorkPos.x + vp->WorkSize.x * 0.5f, vp->WorkPos.y + vp->WorkSize.y * 0.5f};
+        const ImGuiCond cond = framed_ == int(i) ? ImGuiCond_Always : ImGuiCond_FirstUseEver;
+        ImGui::SetNextWindowSize(size, cond);
+        ImGui::SetNextWindowPos(centre, cond, {0.5f, 0.5f});
+        if (focus_ == int(i)) ImGui::SetNextWindowFocus();
+        ImGui::SetNextWindowBgAlpha(1.0f); // opaque: the views under it would blur its text
+        bool open = true;
+        if (ImGui::Begin(entry.name, &open)) {
+            ViewContext ctx{snapshot_, selection_, setup_, dialogs_, commands_, upload_texture_};
+            entry.draw(ctx);
+        }
+        ImGui::End();
+        shown_[i] = open;
+    }
+    focus_ = -1;
+}
+
 // ---- [SECTION] commands
 bool Shell::animating() const {
     return !snapshot_.model.ready || (!snapshot_.runs.empty() && snapshot_.runs.back().live());
@@ -286,6 +353,16 @@ void Shell::ApplyCommands() {
         selection_.step = -1;
     }
     if (commands_.stop) worker_.Stop();
+    if (commands_.pause) worker_.Pause(!snapshot_.paused);
+    if (commands_.step) worker_.Step();
+    if (commands_.refresh_runs) worker_.RefreshStoredRuns();
+    for (int64_t id : commands_.open_runs) worker_.OpenStoredRun(id);
+    if (!commands_.open_runs.empty()) selection_.run = -1; // follow the latest run: the opened one
+    if (!commands_.delete_runs.empty()) worker_.DeleteStoredRuns(commands_.delete_runs);
+    if (commands_.export_runs) worker_.Export(commands_.export_request);
+    if (!commands_.load_plugin.empty()) worker_.LoadPlugin(commands_.load_plugin);
+    if (!commands_.load_model.empty()) worker_.LoadModel(commands_.load_model);
+    if (commands_.show_window) ShowWindow(commands_.show_window);
     commands_ = Commands{};
 }
 
@@ -306,6 +383,7 @@ void Shell::Frame() {
     Layout();
     Palette();
     ImGui::End();
+    Windows();
     if (about_open_) {
         ImGui::Begin("About KVScope", &about_open_, ImGuiWindowFlags_AlwaysAutoResize);
         ImGui::Text("KVScope: a workbench for KV-cache compression research.");

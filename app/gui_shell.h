@@ -37,7 +37,13 @@ public:
     const Snapshot& snapshot() const { return snapshot_; }
     Selection& selection() { return selection_; }
     RunSetupState& setup() { return setup_; }
+    DialogState& dialogs() { return dialogs_; }
+    Commands& commands() { return commands_; } // what this frame asks of the worker
     void RunNow(); // as the Run button does
+    // Shows the window view called `name` (views.h ViewEntry::window), over the centre of
+    // the main window when `framed`, the other window views hidden (for screenshots).
+    void ShowWindow(const std::string& name, bool framed = false);
+    void HideWindows();
     std::vector<Action> Actions();
 
 private:
@@ -47,6 +53,7 @@ private:
     void Palette();
     void Layout();
     void DrawView(int view, ImVec2 size);
+    void Windows();
     void ApplyCommands();
 
     GuiWorker& worker_;
@@ -54,8 +61,10 @@ private:
     Snapshot snapshot_;
     Selection selection_;
     RunSetupState setup_;
+    DialogState dialogs_;
     Commands commands_;
     std::vector<bool> shown_;
+    int framed_ = -1, focus_ = -1; // the window view ShowWindow framed; the one it brings to the front
     size_t errors_seen_ = 0; // the banner shows errors after this many
     bool quit_ = false, palette_open_ = false, about_open_ = false;
     std::string palette_filter_;

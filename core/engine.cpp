@@ -50,6 +50,7 @@ ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& promp
     at::Tensor logits = model.forward(prompt, store);
     for (int64_t k = 0; k < n_steps; ++k) {
         if (k > 0) {
+            if (options.stop && options.stop()) break;
             logits = model.forward({ref.tokens.back()}, store);
             // Full cache: slot s of every head holds position s.
             if (ref.future.defined()) ref.future.narrow(2, 0, store.n_past()).add_(store.mass());

@@ -21,6 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ struct ReferenceOptions {
     bool stop_at_end_of_generation = true;  // greedy only
     bool record_future = false;             // for methods that need KVS_NEEDS_FUTURE
     int64_t page_size = 16;
+    std::function<bool()> stop;             // asked before each decode step: true ends the run
+                                            // there, with the steps taken so far (the workbench's Stop)
 };
 
 ReferenceRun run_reference(const Model& model, const std::vector<int32_t>& prompt, const ReferenceOptions& options);

@@ -1,10 +1,17 @@
 // The workbench under Xvfb: `kvscope gui --screenshot` runs its scripted scenario (load
-// the default model, run SnapKV next to the reference from the run setup, view the run),
+// the default model, run SnapKV next to the reference from the run setup, export the
+// stored run from the export dialog, open it again from the session browser, view it),
 // and the test checks what came out: the run finished with evictions, it produced the
-// same tokens as the same run from the command line, the screenshot shows the views
-// (the eviction raster's kept colour, the token strip's mismatch colour), and the layout
-// was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and close the
-// command palette.
+// same tokens as the same run from the command line, it is in the session database with
+// those tokens, the dialog's export is the bytes `kvscope export` writes, the reopened run
+// has the live run's tokens, the screenshot shows the views (the eviction raster's kept
+// colour, the token strip's mismatch colour) and each window view's screenshot is its own,
+// and the layout was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
+// close the command palette, Space pauses and resumes, "." steps once. Smaller scenarios:
+// a bad model file, a plugin that fails to load and one that throws in a hook end in the
+// banner and the run's status while the workbench keeps drawing; a database that cannot be
+// opened costs the record, not the run; a plugin reload waits for the run using it; the
+// session browser deletes a run; Stop works during the reference.
 #include <gtest/gtest.h>
 
 #include <stb_image.h>
@@ -80,7 +87,34 @@ struct Image {
         for (size_t i = 0; i + 3 < rgba.size(); i += 4) n += rgba[i] == r && rgba[i + 1] == g && rgba[i + 2] == b;
         return n;
     }
+    size_t Colours() const {
+        std::set<unsigned> seen;
+        for (size_t i = 0; i + 3 < rgba.size(); i += 4)
+            seen.insert(unsigned(rgba[i]) << 16 | unsigned(rgba[i + 1]) << 8 | rgba[i + 2]);
+        return seen.size();
+    }
 };
+
+std::string ReadFile(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// `kvscope gui` under Xvfb at the test's size, with `args`.
+Result Gui(const fs::path& scratch, const std::string& args) {
+    return Shell("XDG_CONFIG_HOME=" + (scratch / "config").string() + " xvfb-run -a -s '-screen 0 " +
+                 std::to_string(kWidth) + "x" + std::to_string(kHeight) + "x24' " KVSCOPE_EXE " gui --width " +
+                 std::to_string(kWidth) + " --height " + std::to_string(kHeight) + " --timeout 240 " + args);
+}
+
+fs::path Scratch(const std::string& name) {
+    const fs::path scratch = fs::path(KVSCOPE_BINARY_DIR) / "test-scratch" / name;
+    fs::remove_all(scratch);
+    fs::create_directories(scratch);
+    return scratch;
+}
 
 Image LoadPng(const std::string& path) {
     Image img;
@@ -93,20 +127,23 @@ Image LoadPng(const std::string& path) {
 
 TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
-    const fs::path scratch = fs::path(KVSCOPE_BINARY_DIR) / "test-scratch" / "gui";
-    fs::remove_all(scratch);
-    fs::create_directories(scratch);
-    const std::string png = (scratch / "scenario.png").string();
+    const fs::path scratch = Scratch("gui");
+    const std::string png = (scratch / "scenario.png").string(), db = (scratch / "gui.db").string();
     const std::string run = " --method snapkv --budget 16 -n " + std::to_string(kSteps), prompt = " '" + kPrompt + "'";
 
-    const Result gui = Shell("XDG_CONFIG_HOME=" + (scratch / "config").string() + " xvfb-run -a -s '-screen 0 " +
-                           std::to_string(kWidth) + "x" + std::to_string(kHeight) + "x24' " KVSCOPE_EXE " gui" + run + " --prompt" + prompt +
-                           " --width " + std::to_string(kWidth) + " --height " + std::to_string(kHeight) +
-                           " --view-frames 30 --timeout 240 --screenshot " + png);
+    const Result gui = Gui(scratch, run + " --prompt" + prompt + " --view-frames 30 --pause --db " + db + " --export " +
+                                        (scratch / "gui-export.json").string() + " --screenshot " + png);
     ASSERT_EQ(gui.status, 0) << gui.output;
     EXPECT_NE(gui.output.find(": done,"), std::string::npos) << gui.output;
     EXPECT_EQ(gui.output.find(" 0 evictions"), std::string::npos) << "SnapKV at 16 slots must evict:\n" << gui.output;
     EXPECT_NE(gui.output.find("palette opened by Ctrl+P, closed by Esc"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("stored as run 1 in " + db), std::string::npos) << gui.output;
+    EXPECT_EQ(gui.output.find("banner:"), std::string::npos) << gui.output;
+    // Space paused the run, "." took one step, Space resumed it.
+    const std::vector<int> pause = NumbersAfter(gui.output, "pause: held at step");
+    ASSERT_EQ(pause.size(), 1u) << gui.output;
+    EXPECT_NE(gui.output.find("Step took it to " + std::to_string(pause[0] + 1) + ", resumed"), std::string::npos)
+        << gui.output;
 
     // The same run from the command line gives the same tokens.
     const std::vector<int> gui_tokens = NumbersAfter(gui.output, "tokens");
@@ -115,22 +152,114 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     ASSERT_EQ(cli.status, 0) << cli.output;
     EXPECT_EQ(CliTokens(cli.output), gui_tokens) << cli.output << "\n---\n" << gui.output;
 
+    // The database holds the run with those tokens, and it opened again with them.
+    const Result stored = Shell(KVSCOPE_EXE " sessions show 1 --steps --db " + db);
+    ASSERT_EQ(stored.status, 0) << stored.output;
+    EXPECT_EQ(CliTokens(stored.output), gui_tokens) << stored.output;
+    EXPECT_NE(stored.output.find("run 1 (ok)"), std::string::npos) << stored.output;
+    EXPECT_EQ(NumbersAfter(gui.output, "opened tokens"), gui_tokens) << gui.output;
+
+    // The export dialog wrote what `kvscope export` writes of the same run.
+    const std::string cli_export = (scratch / "cli-export.json").string();
+    const Result exported = Shell(KVSCOPE_EXE " export 1 --format json --db " + db + " --out " + cli_export);
+    ASSERT_EQ(exported.status, 0) << exported.output;
+    const std::string gui_json = ReadFile(scratch / "gui-export.json");
+    EXPECT_FALSE(gui_json.empty()) << gui.output;
+    EXPECT_EQ(gui_json, ReadFile(cli_export));
+
     // The screenshot shows the views, not a blank window.
     const Image img = LoadPng(png);
     ASSERT_EQ(img.w, kWidth);
     ASSERT_EQ(img.h, kHeight);
-    std::set<unsigned> colours;
-    for (size_t i = 0; i < img.rgba.size(); i += 4)
-        colours.insert(unsigned(img.rgba[i]) << 16 | unsigned(img.rgba[i + 1]) << 8 | img.rgba[i + 2]);
-    EXPECT_GT(colours.size(), 100u) << "a blank or nearly blank frame";
+    EXPECT_GT(img.Colours(), 100u) << "a blank or nearly blank frame";
     EXPECT_GT(img.Count(92, 200, 99), 10000) << "no eviction raster (kept keys, viridis 0.75)";
     EXPECT_GT(img.Count(213, 94, 0), 500) << "no token strip mismatch cells (the free-running run diverges)";
 
-    // The layout persisted where XDG says.
-    std::ifstream ini(scratch / "config" / "kvscope" / "imgui.ini");
-    std::stringstream text;
-    text << ini.rdbuf();
-    EXPECT_NE(text.str().find("[KVScope][Layout]"), std::string::npos) << text.str();
+    // Each window view drew itself: not blank, and not the same picture as another.
+    std::vector<std::vector<unsigned char>> pictures{img.rgba};
+    for (const char* view : {"session-browser", "export", "plugin-manager"}) {
+        const Image shot = LoadPng((scratch / ("scenario-" + std::string(view) + ".png")).string());
+        ASSERT_EQ(shot.w, kWidth) << view;
+        EXPECT_GT(shot.Colours(), 50u) << view << ": a blank or nearly blank frame";
+        for (const auto& other : pictures) EXPECT_NE(shot.rgba, other) << view << " looks like another view";
+        pictures.push_back(shot.rgba);
+    }
+
+    // The layout and the recent models persisted where XDG says.
+    const std::string ini = ReadFile(scratch / "config" / "kvscope" / "imgui.ini");
+    EXPECT_NE(ini.find("[KVScope][Layout]"), std::string::npos) << ini;
+    EXPECT_NE(ini.find("[KVScope][Models]\nModel="), std::string::npos) << ini;
+}
+
+// A model file that is not one, a plugin that fails to load (built for another ABI) and a
+// method that throws in its hook: each reaches the banner in one line, the model loaded
+// before stays, the run ends failed with the plugin's message, and the workbench keeps
+// drawing (the scenario's last screenshot is written after the failures).
+TEST(Gui, BadModelAndFailingPluginsShowErrorsAndTheAppKeepsRunning) {
+    if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
+    const fs::path scratch = Scratch("gui-plugins");
+    const std::string png = (scratch / "failed.png").string(), bad_model = (scratch / "bad.gguf").string();
+    std::ofstream(bad_model) << "not a model";
+    const Result gui = Gui(scratch, std::string(" --plugin " TEST_PLUGIN_FAULTY " --load-plugin " TEST_PLUGIN_WRONG_ABI
+                                                " --method score_throws --budget 16 -n 4 --view-frames 5 --db ") +
+                                        (scratch / "gui.db").string() + " --load-model " + bad_model +
+                                        " --screenshot " + png);
+    EXPECT_EQ(gui.status, 1) << gui.output;
+    EXPECT_NE(gui.output.find("banner: loading the model " + bad_model + ": "), std::string::npos) << gui.output;
+    EXPECT_EQ(gui.output.find("no model is loaded"), std::string::npos) << "the loaded model must stay:\n" << gui.output;
+    EXPECT_NE(gui.output.find("banner: loading a plugin: "), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("ABI"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("banner: run #1: "), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("score exploded on purpose"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("plugin faulty ("), std::string::npos) << gui.output;
+    EXPECT_EQ(LoadPng(png).w, kWidth) << "no frame drawn after the failures";
 }
 
 } // namespace
+
+// A session database that cannot be opened (its folder is a file): the run still finishes
+// and is shown, the banner says why it was not stored. The run uses a plugin whose Reload
+// is pressed as it starts: the reload waits for the run to end.
+TEST(Gui, ABadDatabaseCostsABannerLineNotTheRunAndAReloadWaitsForTheRun) {
+    if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
+    const fs::path scratch = Scratch("gui-bad-db");
+    std::ofstream(scratch / "not-a-folder") << "a file";
+    const std::string png = (scratch / "bad-db.png").string();
+    const Result gui = Gui(scratch, " --plugin " TEST_PLUGIN_FAULTY " --reload-plugin " TEST_PLUGIN_FAULTY
+                                    " --method score_zero --budget 16 -n 8 --view-frames 5 --db " +
+                                        (scratch / "not-a-folder" / "sessions.db").string() + " --screenshot " + png);
+    EXPECT_EQ(gui.status, 0) << gui.output;
+    EXPECT_NE(gui.output.find(": done, "), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("reload: done after the run ended"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("NOT stored"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("banner: storing run #1: "), std::string::npos) << gui.output;
+    EXPECT_EQ(LoadPng(png).w, kWidth);
+}
+
+// The session browser deletes a stored run once the confirmation is answered (Enter).
+TEST(Gui, TheSessionBrowserDeletesARun) {
+    if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
+    const fs::path scratch = Scratch("gui-delete");
+    const std::string db = (scratch / "gui.db").string();
+    const Result gui = Gui(scratch, " --method snapkv --budget 16 -n 4 --view-frames 5 --delete --db " + db +
+                                        " --screenshot " + (scratch / "delete.png").string());
+    ASSERT_EQ(gui.status, 0) << gui.output;
+    EXPECT_NE(gui.output.find("stored as run 1 in "), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("deleted run 1 from the database"), std::string::npos) << gui.output;
+    const Result list = Shell(KVSCOPE_EXE " sessions list --db " + db);
+    EXPECT_NE(list.output.find("no runs in"), std::string::npos) << list.output;
+}
+
+// Stop (Shift+F5) while the full-cache reference runs ends the run there, long before the
+// reference's 400 steps.
+TEST(Gui, StopWorksDuringTheReference) {
+    if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
+    const fs::path scratch = Scratch("gui-stop");
+    const Result gui = Gui(scratch, " --method snapkv --budget 16 -n 400 --view-frames 5 --stop-in-reference --db " +
+                                        (scratch / "gui.db").string() + " --screenshot " + (scratch / "stop.png").string());
+    EXPECT_EQ(gui.status, 1) << gui.output;
+    EXPECT_NE(gui.output.find("the run ended stopped"), std::string::npos) << gui.output;
+    const size_t at = gui.output.find("0 steps (reference ");
+    ASSERT_NE(at, std::string::npos) << gui.output;
+    EXPECT_LT(std::stoi(gui.output.substr(at + 19)), 100) << gui.output;
+}

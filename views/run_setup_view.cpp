@@ -1,5 +1,6 @@
-// Run setup: the prompt (free text or a task preset), the method builder (widgets from
-// each parameter's schema), budget, seed, reference, and Run / Stop; the session's runs.
+// Run setup: the model (an HF folder or a GGUF file, with the recent ones), the prompt (free
+// text or a task preset), the method builder (widgets from each parameter's schema), budget,
+// seed, reference, and Run / Pause / Step / Stop; the session's runs.
 #include "views/plot.h"
 #include "views/views.h"
 
@@ -15,6 +16,38 @@ namespace {
 
 const char* const kSourceNames[] = {"Chat prompt", "Plain text prompt", "Passkey (find the key in ~400 tokens)",
                                     "Natural text (teacher-forced)"};
+
+// The loaded model goes first in the recent list, once it is ready.
+void RememberModel(const ModelInfo& m, RunSetupState& setup) {
+    auto& recent = setup.recent_models;
+    if (!m.ready || m.path.empty() || (!recent.empty() && recent.front() == m.path)) return;
+    recent.erase(std::remove(recent.begin(), recent.end(), m.path), recent.end());
+    recent.insert(recent.begin(), m.path);
+    if (recent.size() > kRecentModels) recent.resize(kRecentModels);
+    if (setup.model_path.empty()) setup.model_path = m.path;
+}
+
+void ModelPicker(ViewContext& ctx, bool busy) {
+    RunSetupState& setup = ctx.setup;
+    RememberModel(ctx.snapshot.model, setup);
+    if (!ImGui::TreeNode("Change model")) return;
+    const float button = ImGui::CalcTextSize("Load").x + ImGui::GetStyle().FramePadding.x * 2;
+    ImGui::SetNextItemWidth(-button - ImGui::GetStyle().ItemSpacing.x);
+    ImGui::InputTextWithHint("##model", "HF model folder or .gguf file", &setup.model_path);
+    ImGui::SameLine();
+    const ModelInfo& m = ctx.snapshot.model;
+    const bool loading = !m.ready && m.load_stage != "failed";
+    ImGui::BeginDisabled(busy || loading || setup.model_path.empty());
+    if (ImGui::Button("Load")) ctx.commands.load_model = setup.model_path;
+    ImGui::EndDisabled();
+    ImGui::SetNextItemWidth(-1);
+    if (ImGui::BeginCombo("##recent", "recent models")) {
+        for (const std::string& path : setup.recent_models)
+            if (ImGui::Selectable(path.c_str(), path == setup.model_path)) setup.model_path = path;
+        ImGui::EndCombo();
+    }
+    ImGui::TreePop();
+}
 
 void PromptEditor(RunSetupState& setup) {
     int source = int(setup.source);
@@ -59,6 +92,26 @@ void ParamWidget(const ParamSchema& p, double& value) {
     if (!p.help.empty()) HelpMarker(p.help.c_str());
 }
 
+// The stage's method, found by name when a plugin load moved it; null when it is gone.
+const MethodSchema* StageSchema(const std::vector<MethodSchema>& methods, const MethodStage& stage) {
+    if (stage.method >= 0 && size_t(stage.method) < methods.size() && methods[size_t(stage.method)].name == stage.name)
+        return &methods[size_t(stage.method)];
+    for (const MethodSchema& m : methods)
+        if (m.name == stage.name) return &m;
+    return nullptr;
+}
+
+// Each stage follows its method through a plugin load; a stage whose method went away, or
+// whose parameters changed, starts over.
+void FollowMethods(const std::vector<MethodSchema>& methods, std::vector<MethodStage>& stages) {
+    for (MethodStage& stage : stages) {
+        const MethodSchema* m = StageSchema(methods, stage);
+        stage.method = m ? int(m - methods.data()) : -1;
+        if (!m) stage.values.clear();
+        else if (stage.values.size() != m->params.size()) ResetValues(*m, stage);
+    }
+}
+
 // A combo of the methods of one family; returns true when the choice changed.
 bool MethodCombo(const char* id, const std::vector<MethodSchema>& methods, const char* family, MethodStage& stage) {
     const char* preview = stage.method >= 0 ? methods[size_t(stage.method)].name.c_str() : "(none)";
@@ -69,6 +122,7 @@ bool MethodCombo(const char* id, const std::vector<MethodSchema>& methods, const
             if (methods[i].family != family) continue;
             if (ImGui::Selectable(methods[i].name.c_str(), int(i) == stage.method)) {
                 stage.method = int(i);
+                stage.name = methods[i].name;
                 ResetValues(methods[i], stage);
                 changed = true;
             }
@@ -81,6 +135,7 @@ bool MethodCombo(const char* id, const std::vector<MethodSchema>& methods, const
 
 void MethodBuilder(const Snapshot& snap, RunSetupState& setup) {
     if (setup.stages.empty() && !SelectMethod(snap, setup, "snapkv")) SelectMethod(snap, setup, "full");
+    FollowMethods(snap.methods, setup.stages);
     for (size_t s = 0; s < setup.stages.size(); ++s) {
         ImGui::PushID(int(s));
         MethodStage& stage = setup.stages[s];
@@ -129,6 +184,16 @@ void RunControls(ViewContext& ctx) {
     ImGui::EndDisabled();
     ImGui::SameLine();
     ImGui::BeginDisabled(!busy);
+    if (ImGui::Button(ctx.snapshot.paused ? "Resume" : "Pause")) ctx.commands.pause = true;
+    if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+        ImGui::SetTooltip("Hold the run before its next decode step (Space).");
+    ImGui::SameLine();
+    ImGui::BeginDisabled(!ctx.snapshot.paused);
+    if (ImGui::Button("Step")) ctx.commands.step = true;
+    if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+        ImGui::SetTooltip("One decode step while paused (.).");
+    ImGui::EndDisabled();
+    ImGui::SameLine();
     if (ImGui::Button("Stop")) ctx.commands.stop = true;
     ImGui::EndDisabled();
     if (!ctx.snapshot.model.ready) {
@@ -142,12 +207,15 @@ void RunList(ViewContext& ctx) {
     for (size_t i = 0; i < runs.size(); ++i) {
         const RunView& r = runs[i];
         char label[256];
-        std::snprintf(label, sizeof label, "#%zu %s @ %s  %s %zu steps", i + 1, r.method.c_str(), r.budget.c_str(),
-                      StatusName(r.status), r.steps.size());
+        std::snprintf(label, sizeof label, "#%zu %s @ %s  %s %zu steps%s", i + 1, r.method.c_str(), r.budget.c_str(),
+                      StatusName(r.status), r.steps.size(), r.opened ? "  (stored)" : "");
         ImGui::PushStyleColor(ImGuiCol_Text, RunColor(int(i)));
         if (ImGui::Selectable(label, ctx.selection.run == int(i))) ctx.selection.run = int(i);
         ImGui::PopStyleColor();
-        if (!r.error.empty() && ImGui::IsItemHovered()) ImGui::SetTooltip("%s", r.error.c_str());
+        if (ImGui::IsItemHovered())
+            ImGui::SetTooltip("%s%s%s", r.error.c_str(), r.error.empty() ? "" : "\n",
+                              r.stored_id >= 0 ? ("run " + std::to_string(r.stored_id) + " in the session database").c_str()
+                                               : "not in the session database");
     }
 }
 
@@ -156,8 +224,9 @@ void RunList(ViewContext& ctx) {
 std::string MethodSpecText(const std::vector<MethodSchema>& methods, const std::vector<MethodStage>& stages) {
     std::string spec;
     for (const MethodStage& stage : stages) {
-        if (stage.method < 0 || size_t(stage.method) >= methods.size()) continue;
-        const MethodSchema& m = methods[size_t(stage.method)];
+        const MethodSchema* schema = StageSchema(methods, stage);
+        if (!schema) continue;
+        const MethodSchema& m = *schema;
         std::string args;
         for (size_t p = 0; p < m.params.size() && p < stage.values.size(); ++p) {
             if (stage.values[p] == m.params[p].default_value) continue;
@@ -187,6 +256,7 @@ bool SelectMethod(const Snapshot& snapshot, RunSetupState& setup, const std::str
         if (snapshot.methods[i].name != method) continue;
         MethodStage stage;
         stage.method = int(i);
+        stage.name = method;
         ResetValues(snapshot.methods[i], stage);
         setup.stages = {stage};
         return true;
@@ -196,10 +266,12 @@ bool SelectMethod(const Snapshot& snapshot, RunSetupState& setup, const std::str
 
 void DrawRunSetupView(ViewContext& ctx) {
     const ModelInfo& m = ctx.snapshot.model;
-    ImGui::TextWrapped("%s", m.ready ? m.name.c_str() : "loading the model...");
-    if (!m.ready) ImGui::ProgressBar(float(m.load_progress), {-1, 0}, m.load_stage.c_str());
+    const bool failed = m.load_stage == "failed";
+    ImGui::TextWrapped("%s", m.ready ? m.name.c_str() : failed ? "no model: choose one below" : "loading the model...");
+    if (!m.ready && !failed) ImGui::ProgressBar(float(m.load_progress), {-1, 0}, m.load_stage.c_str());
     else if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s\n%d layers, %d query heads, %d KV heads, on %s", m.path.c_str(),
                                                        m.n_layer, m.n_head, m.n_head_kv, m.device.c_str());
+    ModelPicker(ctx, !ctx.snapshot.runs.empty() && ctx.snapshot.runs.back().live());
     SectionHeading("Prompt");
     PromptEditor(ctx.setup);
     SectionHeading("Method");

@@ -17,6 +17,8 @@ void sync_run(RunView& ui, const RunView& shared) {
     ui.error = shared.error;
     ui.n_prompt = shared.n_prompt;
     ui.has_reference = shared.has_reference;
+    ui.stored_id = shared.stored_id;
+    ui.opened = shared.opened;
     ui.reference_steps = shared.reference_steps;
     ui.reference_step_ms = shared.reference_step_ms;
     extend(ui.prompt_text, shared.prompt_text);
@@ -32,7 +34,11 @@ void sync_run(RunView& ui, const RunView& shared) {
 void SyncSnapshot(Snapshot& ui, const Snapshot& shared) {
     if (ui.version == shared.version) return;
     ui.model = shared.model;
-    if (ui.methods.size() != shared.methods.size()) ui.methods = shared.methods;
+    if (ui.catalog.version != shared.catalog.version || ui.methods.size() != shared.methods.size()) {
+        ui.methods = shared.methods;
+        ui.catalog = shared.catalog;
+    }
+    ui.paused = shared.paused;
     ui.errors = shared.errors;
     ui.runs.resize(shared.runs.size());
     for (size_t i = 0; i < shared.runs.size(); ++i) sync_run(ui.runs[i], shared.runs[i]);

@@ -51,6 +51,8 @@ struct RunView {
     std::vector<Eviction> evictions;           // in step order
     bool has_reference = false;
     int64_t reference_steps = 0;               // steps the reference will take (0: none)
+    int64_t stored_id = -1;                    // its id in the session database (-1: not stored)
+    bool opened = false;                       // opened from the database, not run here
     bool live() const { return status == Status::Queued || status == Status::Reference || status == Status::Running; }
 };
 
@@ -62,11 +64,49 @@ struct ModelInfo {
     bool ready = false;
 };
 
+// A run kept in the session database, as the session browser lists it.
+struct StoredRunRow {
+    int64_t id = 0;
+    std::string method, budget, task, status, started_at, model, prompt;
+    double token_match = -1; // fraction of steps matching the reference (-1: not measured)
+    int64_t kv_bytes = -1;   // at the end (-1: unfinished)
+    int64_t steps = 0;
+};
+
+// One loaded plugin, as the plugin manager lists it (its methods' schemas are in
+// Snapshot::methods, under the plugin's name).
+struct PluginInfo {
+    std::string name, origin, build_tag; // origin: "built-in" or the .so's path
+    int32_t abi_version = 0;
+};
+
+// An export format (app/export_formats.h): its name and what the file holds.
+struct FormatInfo {
+    std::string name, what;
+};
+
+// What the worker keeps besides the runs; `version` is bumped when any of it (or
+// Snapshot::methods, after a plugin load) changes, so the UI copies it only then.
+struct Catalog {
+    std::vector<PluginInfo> plugins;
+    std::vector<std::string> plugin_errors;  // loads that failed, oldest first
+    int plugin_loads = 0;                    // load requests done (loaded or failed)
+    std::string db_path, db_error;           // the session database; why it cannot be used
+    std::vector<StoredRunRow> stored_runs;   // oldest first
+    std::vector<FormatInfo> export_formats;
+    std::string export_result;               // the last export: what was written, or why not
+    bool export_ok = false;
+    int exports = 0;                         // exports finished (written or failed)
+    uint64_t version = 0;
+};
+
 struct Snapshot {
     ModelInfo model;
     std::vector<MethodSchema> methods;
+    Catalog catalog;
     std::vector<RunView> runs;
     std::vector<std::string> errors; // for the banner, oldest first
+    bool paused = false;             // the run in progress waits before its next decode step
     uint64_t version = 0;            // bumped on every change
 };
 

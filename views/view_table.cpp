@@ -11,6 +11,12 @@ const std::vector<ViewEntry>& ViewTable() {
         {"Head grid", "Layer by KV head: the share of the context each head keeps at the selected step.",
          DrawHeadGridView},
         {"Memory & latency", "KV-cache bytes and time per decode step, next to the reference run.", DrawMemoryView},
+        {"Session browser", "The runs the session database keeps: filter, open into the views, export, delete.",
+         DrawSessionBrowserView, true},
+        {"Export", "Stored runs to JSON, CSV, a Chrome trace or a report, as `kvscope export` writes them.",
+         DrawExportView, true},
+        {"Plugin manager", "Loaded plugins, their methods and parameters; load a .so or reload one.",
+         DrawPluginManagerView, true},
     };
     return table;
 }

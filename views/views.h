@@ -26,18 +26,40 @@ struct RunRequest {
     int64_t n_predict = 32;
 };
 
-// What the views ask the app to do this frame.
+// Stored runs written to a file by one of the export formats (app/export_formats.h).
+struct ExportRequest {
+    std::vector<int64_t> runs; // ids in the session database
+    std::string format = "json";
+    std::string path;
+};
+
+// What the views ask the app to do this frame; the worker does each in its turn, behind
+// a run in progress.
 struct Commands {
     bool run = false, stop = false;
+    bool pause = false, step = false; // toggle pausing before the next decode step; one step while paused
     RunRequest request;
+    bool refresh_runs = false;        // read the session database's run list again
+    std::vector<int64_t> open_runs;   // stored runs to open into the views
+    std::vector<int64_t> delete_runs; // from the session database
+    bool export_runs = false;
+    ExportRequest export_request;
+    std::string load_plugin;          // load (or reload) the plugin at this path
+    std::string load_model;           // an HF folder or a GGUF file, in place of the current model
+    const char* show_window = nullptr; // a window view's name, to bring up
 };
+
+constexpr size_t kRecentModels = 8; // the model picker remembers this many
 
 // The run setup's editable fields, owned by the app so that a script can fill them.
 struct MethodStage {
     int method = -1;             // index into Snapshot::methods
+    std::string name;            // its name: a plugin load can move it in the list
     std::vector<double> values;  // one per parameter
 };
 struct RunSetupState {
+    std::string model_path;                 // the model picker's field
+    std::vector<std::string> recent_models; // most recent first; kept in the ini file
     PromptSource source = PromptSource::Chat;
     std::string prompt = "What is the capital of France? Answer in one sentence.";
     std::vector<MethodStage> stages; // scorer first, then allocators
@@ -48,6 +70,19 @@ struct RunSetupState {
     int n_predict = 32;
 };
 
+// The session browser's, export dialog's and plugin manager's fields, owned by the app so
+// that a script can fill them. The browser's chosen runs are the ones the dialog exports.
+struct DialogState {
+    std::string run_filter;            // session browser: only rows holding this text
+    std::vector<int64_t> chosen_runs;  // stored run ids
+    bool ask_delete = false;           // open the delete confirmation
+    ExportRequest export_request;      // the dialog's format and path (runs: chosen_runs)
+    std::string plugin_path;           // plugin manager: "Load .so..."
+};
+
+// What the export dialog's Export button asks: the chosen runs, in its format, to its file.
+void RequestExport(const DialogState& dialogs, Commands& commands);
+
 // Makes (reuse == 0) or refills an RGBA texture for ImGui::Image; the app implements it
 // with OpenGL, so that views stay free of any graphics API. Nearest-pixel sampling.
 using UploadTextureFn = ImTextureID (*)(ImTextureID reuse, int width, int height, const uint32_t* rgba);
@@ -56,6 +91,7 @@ struct ViewContext {
     const Snapshot& snapshot;
     Selection& selection;
     RunSetupState& setup;
+    DialogState& dialogs;
     Commands& commands;
     UploadTextureFn upload_texture;
 };
@@ -64,6 +100,7 @@ struct ViewEntry {
     const char* name;    // window title and View menu entry
     const char* tooltip; // what it shows, one sentence
     void (*draw)(ViewContext&);
+    bool window = false; // its own window, hidden until asked for, rather than a region of the layout
 };
 
 // Every view, in the View menu's order.
@@ -74,6 +111,9 @@ void DrawTokenStripView(ViewContext& ctx);
 void DrawMemoryView(ViewContext& ctx);
 void DrawEvictionRasterView(ViewContext& ctx);
 void DrawHeadGridView(ViewContext& ctx);
+void DrawSessionBrowserView(ViewContext& ctx);
+void DrawExportView(ViewContext& ctx);
+void DrawPluginManagerView(ViewContext& ctx);
 
 // The run spec the stages describe, e.g. "snapkv(window=16)+pyramid": parameters left at
 // their defaults are omitted.
