@@ -280,7 +280,12 @@ at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor&
 #else
     const bool has_kernel = device_.is_cpu() && dtype_ == at::kFloat;
 #endif
-    if (!has_kernel || compensating(layer)) return attend_reference(layer, q, mass_queries);
+    const bool compensated = compensating(layer);
+    if (!has_kernel || (compensated && T > 1)) return attend_reference(layer, q, mass_queries);
+    if (compensated) {
+        at::Tensor lse = at::empty({n_head_, T}, at::TensorOptions().dtype(at::kFloat).device(device_));
+        return merge_compensation(layer, q, attend_kernel(layer, q, mass_queries, lse.data_ptr<float>()), lse, mass_queries);
+    }
     at::Tensor out = attend_kernel(layer, q, mass_queries);
     if (sq_rows_.defined() && mass_queries > 0) { // only the mass queries' probabilities are formed
         const int64_t first = T - mass_queries;
@@ -290,7 +295,7 @@ at::Tensor KvStore::attend(int64_t layer, const at::Tensor& q, const at::Tensor&
 }
 
 // The paged kernel (CPU fp32, or CUDA) reads the pool through the step's page tables.
-at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t mass_queries) {
+at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t mass_queries, float* lse) {
     const int64_t T = q_in.size(1), heads = int64_t(heads_.size());
     at::Tensor q = q_in.to(dtype_).contiguous();
     at::Tensor out = at::empty_like(q);
@@ -319,6 +324,7 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
     qs.mass = mass_queries > 0 ? mass_rows_.data_ptr<float>() + layer * n_head_ * tables_.max_rows : nullptr;
     qs.mass_stride = tables_.max_rows;
     qs.mass_queries = mass_queries;
+    qs.lse = lse;
 #if KVSCOPE_CUDA
     if (device_.is_cuda()) {
         kernels::paged_attention_cuda(kv, qs, at::cuda::getCurrentCUDAStream().stream());
@@ -331,6 +337,25 @@ at::Tensor KvStore::attend_kernel(int64_t layer, const at::Tensor& q_in, int64_t
         kernels::paged_attention_cpu(kv, qs, begin * group, end * group);
     });
     return out.to(q_in.scalar_type());
+}
+
+// softmax over the slots and the compensation slot = the kernel's softmax over the slots
+// scaled by e^lse / (e^lse + e^s) plus the compensation slot's mean value weighted by
+// e^s / (e^lse + e^s), s = q.mean_k * scale + ln(count): no row of the cache is read again.
+at::Tensor KvStore::merge_compensation(int64_t layer, const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
+                                       int64_t mass_queries) {
+    const int64_t group = n_head_ / n_head_kv_;
+    const at::Tensor count = compensation_counts(layer), per_token = count.clamp_min(1).unsqueeze(1); // [kv], [kv, 1]
+    const at::Tensor mean_k = (comp_k_[layer] / per_token).repeat_interleave(group, 0);          // [n_head, d]
+    const at::Tensor mean_v = (comp_v_[layer] / per_token).repeat_interleave(group, 0);
+    at::Tensor slot = (q.to(at::kFloat) * mean_k.unsqueeze(1)).sum(-1).mul_(1.0 / std::sqrt(double(head_dim_)));
+    slot.add_(count.log().repeat_interleave(group).unsqueeze(1));                                 // [n_head, 1]
+    const at::Tensor top = at::maximum(lse, slot);
+    at::Tensor kept = (lse - top).exp_(), folded = (slot - top).exp_();
+    const at::Tensor total = kept + folded;
+    kept.div_(total), folded.div_(total);
+    if (mass_queries > 0) mass_rows_[layer].mul_(kept); // the step's one query: [n_head, 1]
+    return out.to(at::kFloat).mul_(kept.unsqueeze(2)).add_(folded.unsqueeze(2) * mean_v.unsqueeze(1)).to(q.scalar_type());
 }
 
 // Any device and dtype, with ATen: gathers the layer's rows and forms the [T, R] scores

@@ -25,8 +25,9 @@
 //   (CAKE's variance and dispersion), from those queries' probabilities formed with ATen;
 // - compensation (RazorAttention): every evicted token's key and value are added to its
 //   head's compensation slot, which attention reads as the mean key and value with logit
-//   q.k/sqrt(d) + ln(count), so the slot stands for everything the head dropped. Steps of
-//   a store with a non-empty slot go through the ATen path, which forms the scores.
+//   q.k/sqrt(d) + ln(count), so the slot stands for everything the head dropped. A decode
+//   step merges the slot into the kernel's softmax by its log-sum-exp; a step of several
+//   queries (a chunk after an eviction) goes through the ATen path, which forms the scores.
 #pragma once
 
 #include "core/kv_cache.h"
@@ -159,7 +160,11 @@ private:
     const Layout& layout();
     at::Tensor rows(int64_t layer);      // layout rows of one layer, or all (-1), flattened
     at::Tensor gather(const at::Tensor& pool, int64_t layer);
-    at::Tensor attend_kernel(int64_t layer, const at::Tensor& q, int64_t mass_queries);
+    at::Tensor attend_kernel(int64_t layer, const at::Tensor& q, int64_t mass_queries, float* lse = nullptr);
+    // One decode query's kernel output `out` with the compensation slot merged in, by the
+    // kernel's log-sum-exp `lse` [n_head, 1]; the layer's mass shrinks by the slot's share.
+    at::Tensor merge_compensation(int64_t layer, const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
+                                  int64_t mass_queries);
     at::Tensor attend_reference(int64_t layer, const at::Tensor& q, int64_t mass_queries);
     // Softmax of the queries q [n_head, T', d] at positions first.. over the layer's rows,
     // with the compensation slot as one more column when it holds tokens: [n_head_kv,

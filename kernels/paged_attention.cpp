@@ -409,6 +409,7 @@ void run_tile(const Ops& ops, const PagedKv& kv, const AttentionQueries& qs, con
     for (int r = 0; r < n_rows; ++r) {
         const int64_t h = tile.h0 + r / nq, t = tile.t0 + r % nq;
         float* out = static_cast<float*>(qs.out) + (h * qs.T + t) * dim;
+        if (qs.lse) qs.lse[h * qs.T + t] = m[r] == kNegInf ? kNegInf : m[r] + std::log(l[r]);
         if (m[r] == kNegInf) { // sees nothing: zeros, no mass
             std::fill(out, out + dim, 0.0f);
             continue;

@@ -139,6 +139,7 @@ struct Args {
     void* out;
     float* mass;
     int64_t mass_stride, mass_queries;
+    float* lse;
     bool shared_scores; // pass 1 keeps the scores in dynamic shared memory (capacity floats)
     bool shared_pages;  // the head's page ids are staged in shared memory after them
 };
@@ -347,6 +348,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(Args a) {
             out[d] = from_float<T>(acc); // a query that sees nothing gets zeros
         }
         if (threadIdx.x == 0) final_ml[0] = Mc, final_ml[1] = Lc;
+        if (threadIdx.x == 0 && a.lse) a.lse[h * a.T + t] = Mc == -INFINITY ? -INFINITY : Mc + logf(Lc);
     }
     sync_cluster();
     M = remote(final_ml, 0)[0];
@@ -503,6 +505,7 @@ void paged_attention_cuda(const PagedKv& kv, const AttentionQueries& qs, void* c
     args.mass = qs.mass;
     args.mass_stride = qs.mass_stride;
     args.mass_queries = qs.mass_queries;
+    args.lse = qs.lse;
     // n_slots lives on the device: the page table's capacity bounds it.
     const int64_t capacity = kv.page_table_stride * kv.page_size;
     args.shared_scores = qs.mass && qs.mass_queries > 0 && capacity <= kMaxSharedScores;

@@ -17,6 +17,8 @@
 //     prob(s)     = softmax over visible s of scale * q[h,t] . k(s)   (max-subtracted)
 //     out[h,t]    = sum_s prob(s) * v(s)
 //     mass[h, s] += prob(s)   for the last mass_queries queries (t >= T - mass_queries)
+//     lse[h, t]   = ln sum over visible s of exp(scale * q[h,t] . k(s))   (when asked: the
+//                   store merges one more key, a compensation slot, into the softmax with it)
 // A row whose position is negative is a hole (an evicted slot the store has not refilled):
 // never visible.
 // All arithmetic is fp32, whatever the storage type. A query that sees no key gets a zero
@@ -59,6 +61,7 @@ struct AttentionQueries {
     float* mass = nullptr;        // [n_head, mass_stride] accumulated into; nullptr: none
     int64_t mass_stride = 0;      // >= n_slots of every KV head
     int64_t mass_queries = 0;     // how many of the last queries add mass (0..T)
+    float* lse = nullptr;         // [n_head, T] written, -inf where a query sees nothing; nullptr: none
 };
 
 // Throws std::invalid_argument, naming the field, when a pointer the call needs is null or
