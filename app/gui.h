@@ -23,7 +23,12 @@ struct GuiOptions {
     std::string prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle.";
     int steps = 24, view_frames = 120;
     double timeout_s = 300;
-    bool scripted() const { return bench || !screenshot.empty(); }
+    // Then, when set: a second run at twice the budget, the head analysis (then its scores
+    // read back from the sessions database), the top retrieval head's probe map, and each view alone in the window, saved as
+    // <tour>/<view>.png (the heatmap twice: attention-run, attention-probe; the head grid
+    // per query head and per KV head: head-grid, head-grid-kv).
+    std::string tour;
+    bool scripted() const { return bench || !screenshot.empty() || !tour.empty(); }
 };
 
 void add_gui_options(CLI::App& command, GuiOptions& options);

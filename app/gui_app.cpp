@@ -161,8 +161,8 @@ int run_gui(const GuiOptions& options) {
         glClearColor(bg.x, bg.y, bg.z, 1);
         glClear(GL_COLOR_BUFFER_BIT);
         ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-        if (scenario && scenario->last_frame() && !options.screenshot.empty() && !Screenshot(options.screenshot))
-            std::fprintf(stderr, "kvscope: error: cannot write %s\n", options.screenshot.c_str());
+        if (const std::string shot = scenario ? scenario->screenshot() : ""; !shot.empty() && !Screenshot(shot))
+            std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
         glfwSwapBuffers(window.handle);
         glFinish(); // the frame is drawn (a software renderer draws here), so its time counts
         frame_ms = MsSince(start);
@@ -191,6 +191,8 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_option("-n,--steps", o.steps, "scenario: decode steps")->capture_default_str();
     cmd.add_option("--view-frames", o.view_frames, "scenario: frames spent viewing the finished run")->capture_default_str();
     cmd.add_option("--timeout", o.timeout_s, "scenario: fail after this many seconds")->capture_default_str();
+    cmd.add_option("--tour", o.tour, "scenario: then analyze heads, run twice the budget, and save each view alone "
+                                     "as a PNG into this folder");
 }
 
 void add_gui_command(CLI::App& app, GuiOptions& options) {

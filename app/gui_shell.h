@@ -37,7 +37,11 @@ public:
     const Snapshot& snapshot() const { return snapshot_; }
     Selection& selection() { return selection_; }
     RunSetupState& setup() { return setup_; }
+    ViewSettings& settings() { return settings_; }
+    Commands& commands() { return commands_; } // this frame's, applied at its end
     void RunNow(); // as the Run button does
+    // Shows the view named so alone in the window ("": every view again); false if unknown.
+    bool Focus(const std::string& view);
     std::vector<Action> Actions();
 
 private:
@@ -46,6 +50,8 @@ private:
     void Banner();
     void Palette();
     void Layout();
+    void Workbench();
+    void Column(int top, int bottom, float& fraction, const char* splitter);
     void DrawView(int view, ImVec2 size);
     void ApplyCommands();
 
@@ -54,9 +60,11 @@ private:
     Snapshot snapshot_;
     Selection selection_;
     RunSetupState setup_;
+    ViewSettings settings_;
     Commands commands_;
     std::vector<bool> shown_;
     size_t errors_seen_ = 0; // the banner shows errors after this many
+    int focus_ = -1;         // the view shown alone, or -1
     bool quit_ = false, palette_open_ = false, about_open_ = false;
     std::string palette_filter_;
     int palette_cursor_ = 0;

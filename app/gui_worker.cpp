@@ -3,19 +3,28 @@
 // what Publish() appends to the shared Snapshot.
 #include "app/gui_worker.h"
 
+#include "core/attention_recorder.h"
 #include "core/engine.h"
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/model.h"
 #include "core/plugin_registry.h"
 #include "core/tasks.h"
 #include "core/utf8.h"
+#include "sessions/model_hash.h"
+#include "sessions/queries.h"
+#include "sessions/schema.h"
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -67,6 +76,27 @@ std::vector<MethodSchema> Schemas(const PluginRegistry& registry) {
     return out;
 }
 
+// A run's attention trace: position bins per row, and the memory it may take before old
+// steps are thinned (the UI holds a second copy).
+constexpr int64_t kAttentionBins = 256;
+constexpr size_t kAttentionBytes = size_t(32) << 20;
+
+// The probe that defines `role` (head_roles.h): retrieval reads a needle (the middle
+// depth's), induction and echo the repeat, the rest natural text.
+const Probe* DefiningProbe(const std::vector<Probe>& probes, const std::string& role) {
+    const Probe::Kind kind = role == "retrieval"                     ? Probe::Kind::needle
+                             : role == "induction" || role == "echo" ? Probe::Kind::repeat
+                                                                     : Probe::Kind::text;
+    std::vector<const Probe*> of_kind;
+    for (const Probe& p : probes)
+        if (p.kind == kind && (kind != Probe::Kind::needle || p.name.rfind("needle depth", 0) == 0)) of_kind.push_back(&p);
+    return of_kind.empty() ? nullptr : of_kind[of_kind.size() / 2];
+}
+
+// Thrown from the recorder's observer once the layer asked for is captured: the layers
+// after it are not needed.
+struct LayerCaptured {};
+
 } // namespace
 
 struct GuiWorker::Impl : RunObserver {
@@ -79,10 +109,15 @@ struct GuiWorker::Impl : RunObserver {
     Snapshot shared;
     std::mutex queue_mu; // guards queue and quit
     std::condition_variable wake;
-    std::deque<RunRequest> queue;
+    std::deque<std::function<void()>> queue; // runs, analyses, head maps, in order
+    HeadAttentionRequest head_request;       // the latest head map asked for (head -1: none queued)
     bool quit = false;
     std::atomic<bool> stop{false};
     size_t run = 0; // index of the run in progress in shared.runs
+    bool record_attention = false; // the run in progress's
+    ProbeOptions probe_options;    // the head analysis's: the defaults, as `kvscope heads` uses
+    std::vector<Probe> probes;     // made from them once
+    std::string hash;              // the model's, for the sessions database (made once)
     std::thread thread;
 
     // Changes the shared snapshot under the lock, briefly.
@@ -99,16 +134,16 @@ struct GuiWorker::Impl : RunObserver {
     void Main() {
         if (!Load()) return;
         for (;;) {
-            RunRequest request;
+            std::function<void()> job;
             {
                 std::unique_lock<std::mutex> lock(queue_mu);
                 wake.wait(lock, [&] { return quit || !queue.empty(); });
                 if (quit) return;
-                request = queue.front();
+                job = std::move(queue.front());
                 queue.pop_front();
             }
             stop = false;
-            Execute(request);
+            job();
         }
     }
 
@@ -160,6 +195,14 @@ struct GuiWorker::Impl : RunObserver {
         });
     }
 
+    void Enqueue(std::function<void()> job) {
+        {
+            std::lock_guard<std::mutex> lock(queue_mu);
+            queue.push_back(std::move(job));
+        }
+        wake.notify_one();
+    }
+
     void Execute(const RunRequest& r) {
         Publish([&](Snapshot& s) {
             run = s.runs.size();
@@ -185,6 +228,8 @@ struct GuiWorker::Impl : RunObserver {
             });
             ReferenceRun reference;
             if (r.reference) RunReference(task, options.n_predict, reference);
+            record_attention = r.record_attention;
+            StartTrace(int64_t(task.prompt.size()) + (r.reference ? int64_t(reference.tokens.size()) : options.n_predict));
             if (stop) return SetStatus(RunView::Status::Stopped);
             SetStatus(RunView::Status::Running);
             const RunSummary summary =
@@ -218,6 +263,139 @@ struct GuiWorker::Impl : RunObserver {
         });
     }
 
+    void StartTrace(int64_t n_positions) {
+        const ModelConfig& c = model->config();
+        Publish([&](Snapshot& s) {
+            AttentionTrace& t = s.runs[run].attention;
+            t = AttentionTrace{};
+            if (!record_attention || n_positions <= 0) return;
+            t.n_layer = int32_t(c.n_layer), t.n_head = int32_t(c.n_head);
+            t.bins = int32_t(std::min(n_positions, kAttentionBins));
+            t.n_positions = n_positions;
+        });
+    }
+
+    // ---- the head-role analysis
+    void MakeProbes() {
+        if (!probes.empty()) return;
+        probe_options.text = read_text_file(assets_dir() + "/prompts/natural_text.txt", "probe text");
+        probes = make_probes(model->tokenizer(), probe_options);
+    }
+
+    const std::string& ModelHash() {
+        if (hash.empty()) hash = model_hash(model_path(model_options));
+        return hash;
+    }
+
+    // The profile stored for this model and probe set (by `kvscope heads`, or an earlier
+    // analysis here) in the analysis' role order; none when absent or of another shape.
+    HeadRoles StoredRoles(const std::string& db_path) {
+        if (!std::filesystem::exists(db_path)) return {};
+        const ModelConfig& c = model->config();
+        const HeadRoles stored = stored_head_roles(*open_session_db(db_path, SessionAccess::read), ModelHash(),
+                                                   probe_options.describe(), c.n_head_kv);
+        if (stored.n_layer != c.n_layer || stored.n_head != c.n_head) return {};
+        HeadRoles r = stored;
+        r.roles.clear(), r.scores.clear();
+        for (const std::string& name : role_names()) {
+            const auto it = std::find(stored.roles.begin(), stored.roles.end(), name);
+            if (it == stored.roles.end()) return {};
+            r.roles.push_back(name);
+            r.scores.push_back(stored.scores[size_t(it - stored.roles.begin())]);
+        }
+        return r;
+    }
+
+    void PublishHeads(const std::function<void(HeadAnalysis&)>& change) {
+        Publish([&](Snapshot& s) {
+            change(s.heads);
+            ++s.heads.revision;
+        });
+    }
+
+    // The scores stored for this model when there are (unless `fresh`), else analyzed on the
+    // probes and stored as `kvscope heads` stores them, so that reports include them.
+    void AnalyzeHeads(bool fresh) {
+        PublishHeads([](HeadAnalysis& h) { h.status = HeadAnalysis::Status::Running, h.progress = 0, h.stage = "probes"; });
+        try {
+            MakeProbes();
+            const std::string db_path = default_session_db_path();
+            HeadRoles roles;
+            std::string origin = "read from " + db_path;
+            try {
+                if (!fresh) roles = StoredRoles(db_path);
+            } catch (const std::exception& e) {
+                AddError("reading stored head roles: " + ErrorText(e)); // then analyze
+            }
+            if (roles.roles.empty()) {
+                size_t done = 0;
+                roles = analyze_heads(*model, probes, [&](const Probe& p) {
+                    if (stop) throw StopRequested();
+                    const double progress = double(done++) / double(probes.size());
+                    PublishHeads([&](HeadAnalysis& h) { h.progress = progress, h.stage = p.name; });
+                });
+                origin = "analyzed now, stored in " + db_path;
+                try {
+                    store_head_roles(*open_session_db(db_path, SessionAccess::write), ModelHash(),
+                                     probe_options.describe(), roles);
+                } catch (const std::exception& e) {
+                    origin = "analyzed now";
+                    AddError("storing head roles: " + ErrorText(e));
+                }
+            }
+            PublishHeads([&](HeadAnalysis& h) {
+                h.status = HeadAnalysis::Status::Done, h.progress = 1, h.stage = origin;
+                h.n_layer = int32_t(roles.n_layer), h.n_head = int32_t(roles.n_head), h.n_head_kv = int32_t(roles.n_head_kv);
+                h.roles = roles.roles;
+                h.scores.clear();
+                for (const std::vector<double>& role : roles.scores) h.scores.emplace_back(role.begin(), role.end());
+                h.layer_preference.assign(roles.layer_preference.begin(), roles.layer_preference.end());
+            });
+        } catch (const std::exception& e) {
+            const std::string why = stop ? "stopped" : ErrorText(e);
+            PublishHeads([&](HeadAnalysis& h) { h.status = HeadAnalysis::Status::Failed, h.stage = why; });
+            if (!stop) AddError("head analysis: " + why);
+        }
+    }
+
+    // One query head's attention on its role's probe: a prefill up to that layer with the
+    // attention recorded densely, the head's T x T map copied out and max-pooled.
+    void ShowHeadAttention(const HeadAttentionRequest& r) {
+        PublishHeads([](HeadAnalysis& h) { h.map_pending = true; });
+        AttentionMap map;
+        try {
+            MakeProbes();
+            const ModelConfig& c = model->config();
+            const Probe* probe = DefiningProbe(probes, r.role);
+            if (!probe) throw Error("head attention", r.role, "no probe defines this role");
+            if (int64_t(probe->tokens.size()) > c.n_ctx)
+                throw Error("head attention", probe->name, "longer than the model's context");
+            if (r.layer < 0 || r.layer >= c.n_layer || r.head < 0 || r.head >= c.n_head)
+                throw Error("head attention", "L" + std::to_string(r.layer) + ".H" + std::to_string(r.head), "no such head");
+            AttentionRecorder recorder(c, [&](int64_t layer, const at::Tensor& p) {
+                if (layer != r.layer) return;
+                const at::Tensor head = p[r.head].to(at::kCPU, at::kFloat).contiguous();
+                const int64_t T = head.size(0), S = head.size(1);
+                map.rows = int32_t(std::min(T, kMaxMapCells)), map.cols = int32_t(std::min(S, kMaxMapCells));
+                map.cells = PoolMatrix(head.data_ptr<float>(), T, S, map.rows, map.cols, Pool::Max);
+                map.n_query = T, map.n_key = S;
+                throw LayerCaptured{};
+            });
+            try {
+                model->forward(probe->tokens, recorder);
+            } catch (const LayerCaptured&) {
+            }
+            map.layer = r.layer, map.head = r.head, map.role = r.role, map.probe = probe->name;
+            for (int32_t id : probe->tokens) map.token_text.push_back(DisplayText(model->tokenizer(), id));
+        } catch (const std::exception& e) {
+            AddError("head attention: " + ErrorText(e));
+        }
+        PublishHeads([&](HeadAnalysis& h) {
+            h.map_pending = false;
+            if (!map.cells.empty()) h.map = std::move(map);
+        });
+    }
+
     // RunObserver, on this thread while run_method runs.
     void on_step(const StepEvent& ev) override {
         StepRow row{ev.token, ev.reference_token, ev.kl, ev.top1, ev.kv_bytes, ev.step_seconds * 1e3,
@@ -238,6 +416,29 @@ struct GuiWorker::Impl : RunObserver {
             to.insert(to.end(), evictions.begin(), evictions.end());
         });
     }
+    bool wants_attention() const override { return record_attention; }
+    // Sums each row's mass into position bins on the device: one small copy per step.
+    void on_attention(int64_t step, const at::Tensor& mass, const at::Tensor& positions) override {
+        AttentionTrace shape;
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            const AttentionTrace& t = shared.runs[run].attention;
+            shape.n_layer = t.n_layer, shape.n_head = t.n_head, shape.bins = t.bins;
+            shape.n_positions = t.n_positions, shape.stride = t.stride;
+        }
+        const int64_t L = mass.size(0), H = mass.size(1), R = mass.size(2), G = positions.size(1);
+        if (shape.bins == 0 || step % shape.stride != 0 || L != shape.n_layer || H != shape.n_head || G == 0 ||
+            H % G != 0 || positions.size(2) != R)
+            return;
+        const at::Tensor pos = positions.to(at::kLong).repeat_interleave(H / G, 1);
+        const at::Tensor bin = pos.clamp_min(0).mul(shape.bins).div(shape.n_positions, "floor").clamp_max(shape.bins - 1);
+        const at::Tensor binned = at::zeros({L, H, shape.bins}, mass.options().dtype(at::kFloat))
+                                      .scatter_add_(2, bin, mass.to(at::kFloat).mul(pos.ge(0)))
+                                      .to(at::kCPU)
+                                      .contiguous();
+        const float* data = binned.data_ptr<float>();
+        Publish([&](Snapshot& s) { s.runs[run].attention.Append(int32_t(step), data, kAttentionBytes); });
+    }
 };
 
 GuiWorker::GuiWorker(const ModelOptions& model, const std::vector<std::string>& plugins) : impl_(new Impl) {
@@ -257,10 +458,28 @@ GuiWorker::~GuiWorker() {
 }
 
 void GuiWorker::Run(const RunRequest& request) {
-    {
-        std::lock_guard<std::mutex> lock(impl_->queue_mu);
-        impl_->queue.push_back(request);
-    }
+    impl_->Enqueue([this, request] { impl_->Execute(request); });
+}
+
+void GuiWorker::AnalyzeHeads(bool fresh) {
+    impl_->Enqueue([this, fresh] { impl_->AnalyzeHeads(fresh); });
+}
+
+void GuiWorker::ShowHeadAttention(const HeadAttentionRequest& request) {
+    // One job for any number of clicks before it starts: it maps the latest head asked for,
+    // so clicking down a table does not queue a prefill per row.
+    std::lock_guard<std::mutex> lock(impl_->queue_mu);
+    const bool queued = impl_->head_request.head >= 0;
+    impl_->head_request = request;
+    if (queued) return;
+    impl_->queue.push_back([this] {
+        HeadAttentionRequest latest;
+        {
+            std::lock_guard<std::mutex> lock(impl_->queue_mu);
+            std::swap(latest, impl_->head_request);
+        }
+        impl_->ShowHeadAttention(latest);
+    });
     impl_->wake.notify_one();
 }
 

@@ -21,7 +21,14 @@ public:
     GuiWorker& operator=(const GuiWorker&) = delete;
 
     void Run(const RunRequest& request); // queued behind a run in progress
-    void Stop();                         // the run in progress, at its next step
+    void Stop();                         // the run or analysis in progress, at its next step
+    // The head-role analysis (core/head_roles.h) into Snapshot::heads, queued like a run:
+    // the scores stored in the sessions database for this model unless `fresh`, else
+    // analyzed and stored there.
+    void AnalyzeHeads(bool fresh);
+    // One query head's attention on the probe that defines the request's role, into
+    // Snapshot::heads.map; queued behind the work in progress.
+    void ShowHeadAttention(const HeadAttentionRequest& request);
     // Copies what changed into `ui`; false (and `ui` untouched) when the worker holds the lock.
     bool Sync(Snapshot& ui);
     // For the banner: an error found on the UI side (a font, a screenshot).

@@ -7,6 +7,9 @@
 #include "sessions/schema.h"
 #include "sessions/token_blob.h"
 
+#include <algorithm>
+#include <map>
+
 namespace kvscope {
 
 namespace {
@@ -208,6 +211,39 @@ void store_head_roles(sql::Connection& db, const std::string& model_hash, const 
             add(i / roles.n_head, i % roles.n_head, roles.roles[r], roles.scores[r][size_t(i)]);
     for (int64_t l = 0; l < roles.n_layer; ++l) add(l, -1, "layer_preference", roles.layer_preference[size_t(l)]);
     transaction.commit();
+}
+
+HeadRoles stored_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
+                            int64_t n_head_kv) {
+    sql::Statement q = db.prepare("SELECT layer, head, role, score FROM head_roles WHERE model_hash = ?1 AND probes = ?2 "
+                                  "AND layer >= 0",
+                                  "reading head roles");
+    q.bind_text(1, model_hash).bind_text(2, probes);
+    struct Score {
+        int64_t layer, head;
+        double score;
+    };
+    std::map<std::string, std::vector<Score>> by_role;
+    HeadRoles r;
+    r.n_head_kv = n_head_kv;
+    while (q.step()) {
+        by_role[q.text(2)].push_back({q.int64(0), q.int64(1), q.real(3)});
+        r.n_layer = std::max(r.n_layer, q.int64(0) + 1);
+        r.n_head = std::max(r.n_head, q.int64(1) + 1);
+    }
+    r.layer_preference.assign(size_t(r.n_layer), 0.0);
+    for (const auto& [role, scores] : by_role) {
+        const bool preference = role == "layer_preference";
+        if (!preference) {
+            r.roles.push_back(role);
+            r.scores.emplace_back(size_t(r.n_layer * r.n_head), 0.0);
+        }
+        for (const Score& s : scores) {
+            if (preference && s.head < 0) r.layer_preference[size_t(s.layer)] = s.score;
+            else if (!preference && s.head >= 0) r.scores.back()[size_t(s.layer * r.n_head + s.head)] = s.score;
+        }
+    }
+    return r;
 }
 
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id) {

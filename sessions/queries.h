@@ -38,6 +38,10 @@ void add_to_comparison(sql::Connection& db, const std::string& name, int64_t run
 // "layer_preference" with head -1.
 void store_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
                       const HeadRoles& roles);
+// What store_head_roles() stored under the pair, roles in name order (n_head_kv is not
+// stored: the caller's); no roles when there is none.
+HeadRoles stored_head_roles(sql::Connection& db, const std::string& model_hash, const std::string& probes,
+                            int64_t n_head_kv);
 // The names of the comparisons that hold the run, in name order.
 std::vector<std::string> run_comparisons(sql::Connection& db, int64_t run_id);
 
