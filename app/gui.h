@@ -33,7 +33,12 @@ struct GuiOptions {
     bool stop_in_reference = false; // stop the run (Shift+F5) while its reference runs
     std::string reload_plugin;      // press this plugin's Reload as the run starts
     bool delete_run = false;        // delete the stored run from the session browser at the end
-    bool scripted() const { return bench || !screenshot.empty(); }
+    // Then, when set: a second run at twice the budget, the head analysis (then its scores
+    // read back from the sessions database), the top retrieval head's probe map, and each view alone in the window, saved as
+    // <tour>/<view>.png (the heatmap twice: attention-run, attention-probe; the head grid
+    // per query head and per KV head: head-grid, head-grid-kv).
+    std::string tour;
+    bool scripted() const { return bench || !screenshot.empty() || !tour.empty(); }
 };
 
 void add_gui_options(CLI::App& command, GuiOptions& options);

@@ -161,8 +161,8 @@ int run_gui(const GuiOptions& options) {
         glClearColor(bg.x, bg.y, bg.z, 1);
         glClear(GL_COLOR_BUFFER_BIT);
         ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-        const std::string shot = scenario ? scenario->ScreenshotPath() : "";
-        if (!shot.empty() && !Screenshot(shot)) std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
+        if (const std::string shot = scenario ? scenario->screenshot() : ""; !shot.empty() && !Screenshot(shot))
+            std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
         glfwSwapBuffers(window.handle);
         glFinish(); // the frame is drawn (a software renderer draws here), so its time counts
         frame_ms = MsSince(start);
@@ -200,6 +200,8 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_flag("--delete", o.delete_run, "scenario: delete the stored run from the session browser at the end");
     cmd.add_option("--reload-plugin", o.reload_plugin, "scenario: reload this plugin while the run runs");
     cmd.add_flag("--stop-in-reference", o.stop_in_reference, "scenario: stop the run while its reference runs");
+    cmd.add_option("--tour", o.tour, "scenario: then analyze heads, run twice the budget, and save each view alone "
+                                     "as a PNG into this folder");
 }
 
 void add_gui_command(CLI::App& app, GuiOptions& options) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <iterator>
 
 namespace kvscope {
 
@@ -39,6 +40,24 @@ void PrintTokens(const char* label, const std::vector<StepRow>& steps, bool refe
     for (const StepRow& s : steps) std::printf(" %d", reference ? s.reference_token : s.token);
     std::printf("\n");
 }
+// The tour's shots: each view alone in the window for a few frames (textures are built
+// on the first), then saved.
+struct Shot {
+    const char* file;
+    const char* view;
+    bool probe = false;    // the heatmap's source
+    bool kv_means = false; // the head grid's columns
+};
+const Shot kShots[] = {{"run-setup", "Run setup"},
+                       {"token-strip", "Token strip"},
+                       {"eviction-raster", "Eviction raster"},
+                       {"head-grid", "Head grid"},
+                       {"head-grid-kv", "Head grid", false, true},
+                       {"memory", "Memory & latency"},
+                       {"attention-run", "Attention heatmap"},
+                       {"attention-probe", "Attention heatmap", true},
+                       {"compare", "Compare"}};
+const int kShotFrames = 8;
 
 } // namespace
 
@@ -186,8 +205,14 @@ void Scenario::View(Shell& shell) {
     if (++viewed_ >= options_.view_frames) {
         sel = Selection{int(snap.runs.size()) - 1, int(run.steps.size()) / 2, 0, 0, int(run.n_prompt)};
         shell.HideWindows();
-        phase_ = options_.delete_run && stored_id_ >= 0 ? Phase::Deleting : Phase::MainShot;
+        if (options_.delete_run && stored_id_ >= 0) phase_ = Phase::Deleting;
+        else AfterViewing(shell);
     }
+}
+
+void Scenario::AfterViewing(Shell& shell) {
+    if (options_.tour.empty()) phase_ = Phase::MainShot;
+    else StartTour(shell);
 }
 
 // The session browser's Delete... on the stored run, confirmed with Enter; done once the
@@ -204,7 +229,7 @@ void Scenario::Delete(Shell& shell) {
     if (delete_frames_ > 3 && gone) {
         deleted_ = true;
         shell.HideWindows();
-        phase_ = Phase::MainShot;
+        AfterViewing(shell);
     }
 }
 
@@ -276,8 +301,78 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
         phase_ = failure_.empty() && !options_.screenshot.empty() ? Phase::WindowShots : Phase::Done;
         return;
     case Phase::WindowShots: return WindowShot(shell);
+    case Phase::SecondRun:
+    case Phase::Analyzing:
+    case Phase::Rereading:
+    case Phase::HeadMap:
+    case Phase::Touring: return AdvanceTour(shell, last_frame_ms);
     case Phase::Done: return;
     }
+}
+
+void Scenario::StartTour(Shell& shell) {
+    tour_runs_ = shell.snapshot().runs.size();
+    shell.setup().budget = options_.budget * 2;
+    shell.RunNow();
+    phase_ = Phase::SecondRun;
+}
+
+// A second run, the head analysis, the best retrieval head's probe map, then the shots.
+void Scenario::AdvanceTour(Shell& shell, double last_frame_ms) {
+    const Snapshot& snap = shell.snapshot();
+    const HeadAnalysis& heads = snap.heads;
+    Selection& sel = shell.selection();
+    switch (phase_) {
+    case Phase::SecondRun:
+        if (snap.runs.size() <= tour_runs_ || snap.runs.back().live()) return;
+        if (snap.runs.back().status != RunView::Status::Done) return Fail(std::string("the second run ended ") + StatusName(snap.runs.back().status) + ": " + snap.runs.back().error);
+        shell.commands().analyze_heads = true;
+        shell.commands().fresh_analysis = true; // the analysis itself, whatever the database holds
+        phase_ = Phase::Analyzing;
+        return;
+    case Phase::Analyzing: // then again, reading what it stored
+        if (heads.status == HeadAnalysis::Status::Failed) return Fail("head analysis: " + heads.stage);
+        if (heads.status != HeadAnalysis::Status::Done) return;
+        shell.commands().analyze_heads = true;
+        phase_ = Phase::Rereading;
+        return;
+    case Phase::Rereading: {
+        if (heads.status == HeadAnalysis::Status::Failed) return Fail("head analysis: " + heads.stage);
+        if (heads.status != HeadAnalysis::Status::Done || heads.stage.rfind("read from", 0) != 0) return;
+        const auto role = std::find(heads.roles.begin(), heads.roles.end(), "retrieval");
+        if (role == heads.roles.end()) return Fail("no retrieval role");
+        const std::vector<float>& scores = heads.scores[size_t(role - heads.roles.begin())];
+        const int best = int(std::max_element(scores.begin(), scores.end()) - scores.begin());
+        const int group = std::max(1, heads.n_head / std::max(1, heads.n_head_kv));
+        shell.settings().head_role = int(role - heads.roles.begin()) + 1;
+        sel.layer = best / heads.n_head, sel.query_head = best % heads.n_head, sel.head = sel.query_head / group;
+        shell.commands().head_attention = {sel.layer, sel.query_head, "retrieval"};
+        phase_ = Phase::HeadMap;
+        return;
+    }
+    case Phase::HeadMap:
+        if (!snap.errors.empty()) return Fail(snap.errors.back());
+        if (heads.map_pending || heads.map.cells.empty()) return;
+        phase_ = Phase::Touring;
+        return;
+    default: break;
+    }
+    if (shot_frame_ == kShotFrames) { // the last shot was saved after the previous frame
+        shot_frame_ = 0;
+        if (++tour_shot_ == std::size(kShots)) {
+            shell.Focus("");
+            sel = Selection{0, int(snap.runs.front().steps.size()) / 2, 0, 0, int(snap.runs.front().n_prompt)};
+            phase_ = Phase::MainShot;
+            return;
+        }
+    }
+    if (shot_frame_ > 1) touring_ms_.push_back(last_frame_ms); // a shot's first frame builds its textures
+    const Shot& shot = kShots[tour_shot_];
+    if (!shell.Focus(shot.view)) return Fail(std::string("no view named ") + shot.view);
+    shell.settings().attention_probe = shot.probe;
+    shell.settings().head_kv_means = shot.kv_means;
+    sel.run = -1; // the latest run: the second
+    if (++shot_frame_ == kShotFrames) shot_ = options_.tour + "/" + shot.file + ".png";
 }
 
 int Scenario::Finish(const Shell& shell) {
@@ -292,8 +387,9 @@ int Scenario::Finish(const Shell& shell) {
         if (stored_id_ < 0) std::printf("NOT stored\n"); // as it ended (a delete comes later)
         else std::printf("stored as run %lld in %s\n", (long long)stored_id_, snap.catalog.db_path.c_str());
     }
-    if (snap.runs.size() > live_run_ + 1 && snap.runs.back().opened) {
-        const RunView& run = snap.runs.back();
+    const auto opened = std::find_if(snap.runs.begin(), snap.runs.end(), [](const RunView& r) { return r.opened; });
+    if (opened != snap.runs.end()) {
+        const RunView& run = *opened;
         std::printf("opened run %lld from the database: %s, %zu steps, %zu evictions\n", (long long)stored_id_,
                     StatusName(run.status), run.steps.size(), run.evictions.size());
         PrintTokens("opened tokens", run.steps);
@@ -310,10 +406,17 @@ int Scenario::Finish(const Shell& shell) {
         std::printf("pause: %s at step %zu, Step took it to %zu, %s\n",
                     pause_ == PauseTest::Failed ? "NOT held" : "held", paused_at_, stepped_to_,
                     pause_ == PauseTest::Resumed ? "resumed" : "NOT resumed");
+    if (!options_.tour.empty())
+        std::printf("tour: %zu runs, %zu head roles %s, probe map %dx%d of L%d.H%d on \"%s\", %zu shots\n",
+                    snap.runs.size(), snap.heads.roles.size(),
+                    snap.heads.stage.rfind("read from", 0) == 0 ? "read back" : "NOT read back",
+                    snap.heads.map.rows, snap.heads.map.cols,
+                    snap.heads.map.layer, snap.heads.map.head, snap.heads.map.probe.c_str(), tour_shot_);
     std::printf("palette %s by Ctrl+P, %s by Esc\n", palette_opened_ ? "opened" : "NOT opened",
                 palette_closed_ ? "closed" : "NOT closed");
     PrintFrames("decoding", decoding_ms_);
     PrintFrames("viewing", viewing_ms_);
+    if (!options_.tour.empty()) PrintFrames("touring", touring_ms_);
     std::fflush(stdout);
     if (!failure_.empty()) {
         std::fprintf(stderr, "kvscope gui: scenario failed: %s\n", failure_.c_str());

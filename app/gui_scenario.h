@@ -23,15 +23,17 @@ public:
     explicit Scenario(const GuiOptions& options);
     // Before each frame's Shell::Frame; `last_frame_ms` is the previous frame's time.
     void Advance(Shell& shell, double last_frame_ms);
-    // The PNG to write of this frame, once drawn (empty: none).
-    const std::string& ScreenshotPath() const { return shot_; }
+    // The PNG to write of this frame, once drawn (empty: none): the --screenshot, a window
+    // view's beside it, or a tour's shot.
+    const std::string& screenshot() const { return shot_; }
     bool done() const { return phase_ == Phase::Done; }
     // Prints what happened and the frame times; the exit status.
     int Finish(const Shell& shell);
 
 private:
     enum class Phase {
-        WaitModel, LoadingModel, LoadingPlugin, Running, Exporting, Reopening, Viewing, Deleting, MainShot, WindowShots, Done
+        WaitModel, LoadingModel, LoadingPlugin, Running, Exporting, Reopening, Viewing, Deleting,
+        SecondRun, Analyzing, Rereading, HeadMap, Touring, MainShot, WindowShots, Done
     } phase_ = Phase::WaitModel;
     void Fail(const std::string& why);
     void Press(std::vector<int> keys); // GLFW key codes, down for this frame
@@ -44,11 +46,14 @@ private:
     void RunEnded(Shell& shell);
     void View(Shell& shell);
     void Delete(Shell& shell);
+    void AfterViewing(Shell& shell); // the tour when asked for, else the main screenshot
+    void StartTour(Shell& shell);
+    void AdvanceTour(Shell& shell, double last_frame_ms);
     void WindowShot(Shell& shell);
 
     GuiOptions options_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-    std::vector<double> decoding_ms_, viewing_ms_;
+    std::vector<double> decoding_ms_, viewing_ms_, touring_ms_;
     int viewed_ = 0;
     std::vector<int> held_;          // keys down since the last frame
     bool palette_opened_ = false, palette_closed_ = false;
@@ -65,6 +70,9 @@ private:
     enum class PauseTest { Start, Pausing, Paused, Stepped, Resumed, Failed } pause_ = PauseTest::Start;
     int pause_frames_ = 0;
     size_t paused_at_ = 0, stepped_to_ = 0; // steps shown while paused, and after one Step
+    size_t tour_runs_ = 0;           // runs before the tour's second run
+    size_t tour_shot_ = 0;           // the tour's shot in progress
+    int shot_frame_ = 0;
     std::string shot_;
     std::string failure_;
 };

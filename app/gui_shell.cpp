@@ -22,8 +22,9 @@ namespace {
 struct LayoutFractions {
     float left = 0.22f;   // run setup's share of the width
     float strip = 0.16f;  // token strip's share of the centre's height
-    float raster = 0.6f;  // eviction raster's share of the lower centre's width
+    float raster = 0.6f;  // the heatmap and raster column's share of the lower centre's width
     float grid = 0.4f;    // head grid's share of the right column's height
+    float heatmap = 0.5f; // attention heatmap's share of its column's height
 };
 LayoutFractions g_layout;
 
@@ -49,10 +50,11 @@ void ReadLine(ImGuiContext*, ImGuiSettingsHandler* handler, void* entry, const c
     else if (std::sscanf(line, "Strip=%f", &v) == 1) l->strip = std::clamp(v, 0.08f, 0.6f);
     else if (std::sscanf(line, "Raster=%f", &v) == 1) l->raster = std::clamp(v, 0.15f, 0.85f);
     else if (std::sscanf(line, "Grid=%f", &v) == 1) l->grid = std::clamp(v, 0.1f, 0.9f);
+    else if (std::sscanf(line, "Heatmap=%f", &v) == 1) l->heatmap = std::clamp(v, 0.1f, 0.9f);
 }
 void WriteAll(ImGuiContext*, ImGuiSettingsHandler* handler, ImGuiTextBuffer* out) {
-    out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\n\n", handler->TypeName, g_layout.left,
-                 g_layout.strip, g_layout.raster, g_layout.grid);
+    out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\nHeatmap=%.3f\n\n", handler->TypeName,
+                 g_layout.left, g_layout.strip, g_layout.raster, g_layout.grid, g_layout.heatmap);
     out->appendf("[%s][Models]\n", handler->TypeName);
     for (const std::string& path : RecentModels(handler))
         if (path.find_first_of("\r\n") == std::string::npos) out->appendf("Model=%s\n", path.c_str());
@@ -70,8 +72,11 @@ void RegisterSettings(std::vector<std::string>& recent_models) {
     ImGui::GetCurrentContext()->SettingsHandlers.push_back(handler);
 }
 
+const float kBar = 6.0f; // a splitter's thickness
+
 // A bar between two regions that moves `fraction` of `total` as it is dragged.
-void Splitter(const char* id, bool vertical, float& fraction, float total, float thickness, float lo, float hi) {
+void Splitter(const char* id, bool vertical, float& fraction, float total, float lo, float hi) {
+    const float thickness = kBar;
     ImGui::InvisibleButton(id, vertical ? ImVec2{thickness, -1} : ImVec2{-1, thickness});
     if (ImGui::IsItemHovered() || ImGui::IsItemActive())
         ImGui::SetMouseCursor(vertical ? ImGuiMouseCursor_ResizeEW : ImGuiMouseCursor_ResizeNS);
@@ -85,7 +90,9 @@ void Splitter(const char* id, bool vertical, float& fraction, float total, float
     }
 }
 
-enum ViewIndex { kRunSetup, kTokenStrip, kRaster, kHeadGrid, kMemory }; // ViewTable()'s order
+// ViewTable()'s order: the main layout's views, then the window views (session browser, export, plugins).
+enum ViewIndex { kRunSetup, kTokenStrip, kRaster, kHeadGrid, kMemory, kAttention, kCompare };
+const int kTabViews[] = {kCompare}; // tabs beside the workbench (UI.md)
 
 bool Pressed(int key) { return ImGui::IsKeyPressed(key, true); }
 
@@ -136,11 +143,15 @@ std::vector<Action> Shell::Actions() {
         {"Run: next KV head", [&sel] { ++sel.head; }, true, GLFW_KEY_RIGHT_BRACKET},
         {"Run: clear the selection", [&sel] { sel = Selection{}; }, true, GLFW_KEY_ESCAPE},
         {"View: reset layout", [] { g_layout = LayoutFractions{}; ImGui::MarkIniSettingsDirty(); }},
+        {"View: every view (leave the focused one)", [this] { alone_ = -1; }, alone_ >= 0},
         {"Help: command palette", [this] { palette_open_ = true; }, true, GLFW_KEY_P, true},
         {"Help: about KVScope", [this] { about_open_ = true; }},
     };
-    for (size_t i = 0; i < ViewTable().size(); ++i)
+    for (size_t i = 0; i < ViewTable().size(); ++i) {
         actions.push_back({std::string("View: show or hide ") + ViewTable()[i].name, [this, i] { shown_[i] = !shown_[i]; }});
+        actions.push_back({std::string("View: focus ") + ViewTable()[i].name + " (it alone, the whole window)",
+                           [this, i] { alone_ = int(i); }});
+    }
     return actions;
 }
 
@@ -173,6 +184,7 @@ void Shell::MenuBar() {
             }
         for (const Action& a : actions)
             if (a.name.rfind(menu, 0) == 0 && a.name.find("show or hide") == std::string::npos &&
+                a.name.find("View: focus") == std::string::npos &&
                 ImGui::MenuItem(a.name.c_str() + std::string_view(menu).size() + 2, ShortcutText(a).c_str(), false, a.enabled))
                 a.run();
         ImGui::EndMenu();
@@ -251,45 +263,67 @@ void Shell::DrawView(int view, ImVec2 size) {
     ImGui::BeginChild(entry.name, size, true);
     ImGui::TextDisabled("%s", entry.name);
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", entry.tooltip);
-    ViewContext ctx{snapshot_, selection_, setup_, dialogs_, commands_, upload_texture_};
+    ViewContext ctx{snapshot_, selection_, setup_, dialogs_, settings_, commands_, upload_texture_};
     entry.draw(ctx);
     ImGui::EndChild();
 }
 
-void Shell::Layout() {
-    const float bar = 6.0f;
-    const ImVec2 avail = ImGui::GetContentRegionAvail();
-    const bool left = shown_[kRunSetup], strip = shown_[kTokenStrip], raster = shown_[kRaster];
-    const bool right = shown_[kHeadGrid] || shown_[kMemory];
-    const float left_w = left ? std::floor(avail.x * g_layout.left) : 0;
-    if (left) {
-        DrawView(kRunSetup, {left_w, avail.y});
-        ImGui::SameLine(0, 0);
-        Splitter("##left", true, g_layout.left, avail.x, bar, 0.1f, 0.6f);
-        ImGui::SameLine(0, 0);
-    }
-    ImGui::BeginChild("centre", {0, avail.y}, false);
+// Two views stacked, the top one taking `fraction` of the height when both are shown.
+void Shell::Column(int top, int bottom, float& fraction, const char* splitter) {
+    const float h = ImGui::GetContentRegionAvail().y;
+    if (shown_[top]) DrawView(top, {0, shown_[bottom] ? std::floor(h * fraction) : h});
+    if (shown_[top] && shown_[bottom]) Splitter(splitter, false, fraction, h, 0.1f, 0.9f);
+    if (shown_[bottom]) DrawView(bottom, {0, 0});
+}
+
+// The token strip over two columns: heatmap over raster, head grid over memory.
+void Shell::Workbench() {
     const ImVec2 c = ImGui::GetContentRegionAvail();
-    if (strip) {
+    if (shown_[kTokenStrip]) {
         DrawView(kTokenStrip, {c.x, std::floor(c.y * g_layout.strip)});
-        Splitter("##strip", false, g_layout.strip, c.y, bar, 0.08f, 0.6f);
+        Splitter("##strip", false, g_layout.strip, c.y, 0.08f, 0.6f);
     }
     const float lower_h = ImGui::GetContentRegionAvail().y;
-    if (raster) {
-        DrawView(kRaster, {right ? std::floor(c.x * g_layout.raster) : c.x, lower_h});
+    const bool left = shown_[kAttention] || shown_[kRaster], right = shown_[kHeadGrid] || shown_[kMemory];
+    if (left) {
+        ImGui::BeginChild("lower left", {right ? std::floor(c.x * g_layout.raster) : c.x, lower_h}, false);
+        Column(kAttention, kRaster, g_layout.heatmap, "##heatmap");
+        ImGui::EndChild();
         if (right) {
             ImGui::SameLine(0, 0);
-            Splitter("##raster", true, g_layout.raster, c.x, bar, 0.15f, 0.85f);
+            Splitter("##raster", true, g_layout.raster, c.x, 0.15f, 0.85f);
             ImGui::SameLine(0, 0);
         }
     }
     if (right) {
         ImGui::BeginChild("right", {0, lower_h}, false);
-        const float grid_h = shown_[kMemory] ? std::floor(lower_h * g_layout.grid) : lower_h;
-        if (shown_[kHeadGrid]) DrawView(kHeadGrid, {0, grid_h});
-        if (shown_[kHeadGrid] && shown_[kMemory]) Splitter("##grid", false, g_layout.grid, lower_h, bar, 0.1f, 0.9f);
-        if (shown_[kMemory]) DrawView(kMemory, {0, 0});
+        Column(kHeadGrid, kMemory, g_layout.grid, "##grid");
         ImGui::EndChild();
+    }
+}
+
+void Shell::Layout() {
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    if (alone_ >= 0 && size_t(alone_) < ViewTable().size()) return DrawView(alone_, avail);
+    const float left_w = shown_[kRunSetup] ? std::floor(avail.x * g_layout.left) : 0;
+    if (shown_[kRunSetup]) {
+        DrawView(kRunSetup, {left_w, avail.y});
+        ImGui::SameLine(0, 0);
+        Splitter("##left", true, g_layout.left, avail.x, 0.1f, 0.6f);
+        ImGui::SameLine(0, 0);
+    }
+    ImGui::BeginChild("centre", {0, avail.y}, false);
+    if (ImGui::BeginTabBar("centre tabs")) {
+        if (ImGui::BeginTabItem("Workbench")) {
+            Workbench();
+            ImGui::EndTabItem();
+        }
+        for (int view : kTabViews)
+            if (shown_[size_t(view)] && ImGui::BeginTabItem(ViewTable()[size_t(view)].name)) {
+                DrawView(view, {0, 0});
+                ImGui::EndTabItem();
+            }
+        ImGui::EndTabBar();
     }
     ImGui::EndChild();
 }
@@ -326,7 +360,7 @@ void Shell::Windows() {
         ImGui::SetNextWindowBgAlpha(1.0f); // opaque: the views under it would blur its text
         bool open = true;
         if (ImGui::Begin(entry.name, &open)) {
-            ViewContext ctx{snapshot_, selection_, setup_, dialogs_, commands_, upload_texture_};
+            ViewContext ctx{snapshot_, selection_, setup_, dialogs_, settings_, commands_, upload_texture_};
             entry.draw(ctx);
         }
         ImGui::End();
@@ -337,7 +371,16 @@ void Shell::Windows() {
 
 // ---- [SECTION] commands
 bool Shell::animating() const {
-    return !snapshot_.model.ready || (!snapshot_.runs.empty() && snapshot_.runs.back().live());
+    const HeadAnalysis& heads = snapshot_.heads;
+    return !snapshot_.model.ready || (!snapshot_.runs.empty() && snapshot_.runs.back().live()) ||
+           heads.status == HeadAnalysis::Status::Running || heads.map_pending;
+}
+
+bool Shell::Focus(const std::string& view) {
+    alone_ = -1;
+    for (size_t i = 0; i < ViewTable().size(); ++i)
+        if (view == ViewTable()[i].name) alone_ = int(i);
+    return alone_ >= 0 || view.empty();
 }
 
 void Shell::RunNow() {
@@ -363,6 +406,8 @@ void Shell::ApplyCommands() {
     if (!commands_.load_plugin.empty()) worker_.LoadPlugin(commands_.load_plugin);
     if (!commands_.load_model.empty()) worker_.LoadModel(commands_.load_model);
     if (commands_.show_window) ShowWindow(commands_.show_window);
+    if (commands_.analyze_heads) worker_.AnalyzeHeads(commands_.fresh_analysis);
+    if (commands_.head_attention.head >= 0) worker_.ShowHeadAttention(commands_.head_attention);
     commands_ = Commands{};
 }
 

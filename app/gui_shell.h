@@ -38,12 +38,15 @@ public:
     Selection& selection() { return selection_; }
     RunSetupState& setup() { return setup_; }
     DialogState& dialogs() { return dialogs_; }
-    Commands& commands() { return commands_; } // what this frame asks of the worker
+    ViewSettings& settings() { return settings_; }
+    Commands& commands() { return commands_; } // this frame's, applied at its end
     void RunNow(); // as the Run button does
     // Shows the window view called `name` (views.h ViewEntry::window), over the centre of
     // the main window when `framed`, the other window views hidden (for screenshots).
     void ShowWindow(const std::string& name, bool framed = false);
     void HideWindows();
+    // Shows the view named so alone in the window ("": every view again); false if unknown.
+    bool Focus(const std::string& view);
     std::vector<Action> Actions();
 
 private:
@@ -52,6 +55,8 @@ private:
     void Banner();
     void Palette();
     void Layout();
+    void Workbench();
+    void Column(int top, int bottom, float& fraction, const char* splitter);
     void DrawView(int view, ImVec2 size);
     void Windows();
     void ApplyCommands();
@@ -62,10 +67,12 @@ private:
     Selection selection_;
     RunSetupState setup_;
     DialogState dialogs_;
+    ViewSettings settings_;
     Commands commands_;
     std::vector<bool> shown_;
     int framed_ = -1, focus_ = -1; // the window view ShowWindow framed; the one it brings to the front
     size_t errors_seen_ = 0; // the banner shows errors after this many
+    int alone_ = -1;         // the view shown alone, or -1
     bool quit_ = false, palette_open_ = false, about_open_ = false;
     std::string palette_filter_;
     int palette_cursor_ = 0;

@@ -6,18 +6,23 @@
 #include "app/gui_worker.h"
 
 #include "app/export_formats.h"
+#include "core/attention_recorder.h"
 #include "core/engine.h"
 #include "core/error.h"
+#include "core/head_roles.h"
 #include "core/model.h"
 #include "core/plugin_registry.h"
+#include "core/policy.h"
 #include "core/tasks.h"
 #include "core/utf8.h"
 #include "sessions/export.h"
+#include "sessions/model_hash.h"
 #include "sessions/queries.h"
 #include "sessions/report.h"
 #include "sessions/schema.h"
 #include "sessions/writer.h"
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -110,6 +115,26 @@ RunView::Status StoredStatus(const StoredRun& r) {
     if (r.status == "failed" && r.error != "stopped") return RunView::Status::Failed;
     return RunView::Status::Stopped; // stopped by the user, or its process died ('unfinished')
 }
+// A run's attention trace: position bins per row, and the memory it may take before old
+// steps are thinned (the UI holds a second copy).
+constexpr int64_t kAttentionBins = 256;
+constexpr size_t kAttentionBytes = size_t(32) << 20;
+
+// The probe that defines `role` (head_roles.h): retrieval reads a needle (the middle
+// depth's), induction and echo the repeat, the rest natural text.
+const Probe* DefiningProbe(const std::vector<Probe>& probes, const std::string& role) {
+    const Probe::Kind kind = role == "retrieval"                     ? Probe::Kind::needle
+                             : role == "induction" || role == "echo" ? Probe::Kind::repeat
+                                                                     : Probe::Kind::text;
+    std::vector<const Probe*> of_kind;
+    for (const Probe& p : probes)
+        if (p.kind == kind && (kind != Probe::Kind::needle || p.name.rfind("needle depth", 0) == 0)) of_kind.push_back(&p);
+    return of_kind.empty() ? nullptr : of_kind[of_kind.size() / 2];
+}
+
+// Thrown from the recorder's observer once the layer asked for is captured: the layers
+// after it are not needed.
+struct LayerCaptured {};
 
 } // namespace
 
@@ -136,6 +161,12 @@ struct GuiWorker::Impl : RunObserver {
     std::unique_ptr<SessionWriter> writer; // null until the first run, and after a failure
     std::unique_ptr<sql::Connection> db;   // the browser's reads, deletes and exports
     std::optional<RunRecord> model_record; // the model's part of every stored run (its hash, once)
+    HeadAttentionRequest head_request; // the latest head map asked for (head -1: none queued)
+    bool record_attention = false;     // the run in progress's
+    ProbeOptions probe_options;        // the head analysis's: the defaults, as `kvscope heads` uses
+    std::vector<Probe> probes;         // made from them once per model
+    std::string hash;                  // the model's, for the sessions database (made once per model)
+    std::optional<HeadRoles> head_roles; // the analysis's, for head-aware methods
     std::thread thread;
 
     // Changes the shared snapshot under the lock, briefly.
@@ -231,8 +262,10 @@ struct GuiWorker::Impl : RunObserver {
             model = std::move(loaded);
             model_options = options;
             model_record.reset(); // the next stored run hashes the new model's files
+            hash.clear(), probes.clear(), head_roles.reset(); // the last model's
             const ModelConfig& c = model->config();
             Publish([&](Snapshot& s) {
+                s.heads = HeadAnalysis{.revision = s.heads.revision + 1}; // the grid empties
                 s.model.name = c.name;
                 s.model.device = model->device().str();
                 s.model.n_layer = int32_t(c.n_layer);
@@ -293,7 +326,12 @@ struct GuiWorker::Impl : RunObserver {
             options.method = r.method;
             options.budget = Budget::parse(r.budget);
             options.seed = r.seed;
-            resolve_method_spec(*registry, r.method); // a bad spec fails before the reference runs
+            // A bad spec fails before the reference runs; a head-aware method gets the profile first.
+            if (Policy(resolve_method_spec(*registry, r.method), options.budget, 0).needs_head_roles()) {
+                if (!head_roles) AnalyzeHeads(false);
+                if (!head_roles) throw Error("method spec", r.method, "reads the model's head roles, and none could be had");
+                options.head_roles = &*head_roles;
+            }
             const TaskInstance task = Task(r);
             options.n_predict = task.forced.empty() ? task.n_predict : int64_t(task.forced.size());
             std::vector<std::string> prompt_text;
@@ -304,6 +342,8 @@ struct GuiWorker::Impl : RunObserver {
             });
             ReferenceRun reference;
             if (r.reference) RunReference(task, options.n_predict, reference);
+            record_attention = r.record_attention;
+            StartTrace(int64_t(task.prompt.size()) + (r.reference ? int64_t(reference.tokens.size()) : options.n_predict));
             if (stop) return SetStatus(RunView::Status::Stopped);
             BeginStoring(r, task, options);
             SetStatus(RunView::Status::Running);
@@ -513,6 +553,141 @@ struct GuiWorker::Impl : RunObserver {
         });
     }
 
+    void StartTrace(int64_t n_positions) {
+        const ModelConfig& c = model->config();
+        Publish([&](Snapshot& s) {
+            AttentionTrace& t = s.runs[run].attention;
+            t = AttentionTrace{};
+            if (!record_attention || n_positions <= 0) return;
+            t.n_layer = int32_t(c.n_layer), t.n_head = int32_t(c.n_head);
+            t.bins = int32_t(std::min(n_positions, kAttentionBins));
+            t.n_positions = n_positions;
+        });
+    }
+
+    // ---- the head-role analysis
+    void MakeProbes() {
+        if (!probes.empty()) return;
+        probe_options.text = probe_text();
+        probes = make_probes(model->tokenizer(), probe_options);
+    }
+
+    const std::string& ModelHash() {
+        if (hash.empty()) hash = model_hash(model_path(model_options));
+        return hash;
+    }
+
+    // The profile stored for this model and probe set (by `kvscope heads`, or an earlier
+    // analysis here) in the analysis' role order; none when absent or of another shape.
+    std::optional<HeadRoles> StoredRoles() {
+        if (!std::filesystem::exists(db_path)) return std::nullopt;
+        const ModelConfig& c = model->config();
+        std::optional<HeadRoles> stored = load_head_roles(Database(), ModelHash(), probe_options.describe());
+        if (!stored || stored->n_layer != c.n_layer || stored->n_head != c.n_head) return std::nullopt;
+        HeadRoles r = *stored;
+        r.n_head_kv = c.n_head_kv;
+        r.roles.clear(), r.scores.clear();
+        for (const std::string& name : role_names()) {
+            const auto it = std::find(stored->roles.begin(), stored->roles.end(), name);
+            if (it == stored->roles.end()) return std::nullopt;
+            r.roles.push_back(name);
+            r.scores.push_back(stored->scores[size_t(it - stored->roles.begin())]);
+        }
+        return r;
+    }
+
+    void PublishHeads(const std::function<void(HeadAnalysis&)>& change) {
+        Publish([&](Snapshot& s) {
+            change(s.heads);
+            ++s.heads.revision;
+        });
+    }
+
+    // The scores stored for this model when there are (unless `fresh`), else analyzed on the
+    // probes and stored as `kvscope heads` stores them, so that reports include them.
+    void AnalyzeHeads(bool fresh) {
+        PublishHeads([](HeadAnalysis& h) { h.status = HeadAnalysis::Status::Running, h.progress = 0, h.stage = "probes"; });
+        try {
+            MakeProbes();
+            std::optional<HeadRoles> stored;
+            std::string origin = "read from " + db_path;
+            try {
+                if (!fresh) stored = StoredRoles();
+            } catch (const std::exception& e) {
+                AddError("reading stored head roles: " + ErrorText(e)); // then analyze
+            }
+            HeadRoles roles = stored ? std::move(*stored) : HeadRoles{};
+            if (!stored) {
+                size_t done = 0;
+                roles = analyze_heads(*model, probes, [&](const Probe& p) {
+                    if (stop) throw StopRequested();
+                    const double progress = double(done++) / double(probes.size());
+                    PublishHeads([&](HeadAnalysis& h) { h.progress = progress, h.stage = p.name; });
+                });
+                origin = "analyzed now, stored in " + db_path;
+                try {
+                    store_head_roles(Database(), ModelHash(), probe_options.describe(), roles);
+                } catch (const std::exception& e) {
+                    origin = "analyzed now";
+                    AddError("storing head roles: " + ErrorText(e));
+                }
+            }
+            head_roles = roles;
+            PublishHeads([&](HeadAnalysis& h) {
+                h.status = HeadAnalysis::Status::Done, h.progress = 1, h.stage = origin;
+                h.n_layer = int32_t(roles.n_layer), h.n_head = int32_t(roles.n_head), h.n_head_kv = int32_t(roles.n_head_kv);
+                h.roles = roles.roles;
+                h.scores.clear();
+                for (const std::vector<double>& role : roles.scores) h.scores.emplace_back(role.begin(), role.end());
+                h.layer_preference.assign(roles.layer_preference.begin(), roles.layer_preference.end());
+            });
+        } catch (const std::exception& e) {
+            const std::string why = stop ? "stopped" : ErrorText(e);
+            PublishHeads([&](HeadAnalysis& h) { h.status = HeadAnalysis::Status::Failed, h.stage = why; });
+            if (!stop) AddError("head analysis: " + why);
+        }
+    }
+
+    // One query head's attention on its role's probe: a prefill up to that layer with the
+    // attention recorded densely, the head's T x T map copied out and max-pooled.
+    void ShowHeadAttention(const HeadAttentionRequest& r) {
+        PublishHeads([](HeadAnalysis& h) { h.map_pending = true; });
+        AttentionMap map;
+        try {
+            MakeProbes();
+            const ModelConfig& c = model->config();
+            const Probe* probe = DefiningProbe(probes, r.role);
+            if (!probe) throw Error("head attention", r.role, "no probe defines this role");
+            if (int64_t(probe->tokens.size()) > c.n_ctx)
+                throw Error("head attention", probe->name, "longer than the model's context");
+            if (r.layer < 0 || r.layer >= c.n_layer || r.head < 0 || r.head >= c.n_head)
+                throw Error("head attention", "L" + std::to_string(r.layer) + ".H" + std::to_string(r.head), "no such head");
+            AttentionRecorder recorder(c, [&](int64_t layer, const at::Tensor& p) {
+                if (layer != r.layer) return;
+                const at::Tensor head = p[r.head].to(at::kCPU, at::kFloat).contiguous();
+                const int64_t T = head.size(0), S = head.size(1);
+                map.rows = int32_t(std::min(T, kMaxMapCells)), map.cols = int32_t(std::min(S, kMaxMapCells));
+                map.cells = PoolMatrix(head.data_ptr<float>(), T, S, map.rows, map.cols, Pool::Max);
+                map.n_query = T, map.n_key = S;
+                throw LayerCaptured{};
+            });
+            try {
+                model->forward(probe->tokens, recorder);
+            } catch (const LayerCaptured&) {
+            }
+            map.layer = r.layer, map.head = r.head, map.role = r.role, map.probe = probe->name;
+            for (int32_t id : probe->tokens) map.token_text.push_back(DisplayText(model->tokenizer(), id));
+        } catch (const std::exception& e) {
+            AddError("head attention: " + ErrorText(e));
+        }
+        PublishHeads([&](HeadAnalysis& h) {
+            h.map_pending = false;
+            if (!map.cells.empty()) h.map = std::move(map);
+        });
+    }
+
+    // RunObserver, on this thread while run_method runs.
+
     // ---- [SECTION] the observer: on this thread while run_method runs; the writer first,
     // so a step the views show is already queued for the database.
     void on_step(const StepEvent& ev) override {
@@ -536,6 +711,29 @@ struct GuiWorker::Impl : RunObserver {
             auto& to = s.runs[run].evictions;
             to.insert(to.end(), evictions.begin(), evictions.end());
         });
+    }
+    bool wants_attention() const override { return record_attention; }
+    // Sums each row's mass into position bins on the device: one small copy per step.
+    void on_attention(int64_t step, const at::Tensor& mass, const at::Tensor& positions) override {
+        AttentionTrace shape;
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            const AttentionTrace& t = shared.runs[run].attention;
+            shape.n_layer = t.n_layer, shape.n_head = t.n_head, shape.bins = t.bins;
+            shape.n_positions = t.n_positions, shape.stride = t.stride;
+        }
+        const int64_t L = mass.size(0), H = mass.size(1), R = mass.size(2), G = positions.size(1);
+        if (shape.bins == 0 || step % shape.stride != 0 || L != shape.n_layer || H != shape.n_head || G == 0 ||
+            H % G != 0 || positions.size(2) != R)
+            return;
+        const at::Tensor pos = positions.to(at::kLong).repeat_interleave(H / G, 1);
+        const at::Tensor bin = pos.clamp_min(0).mul(shape.bins).div(shape.n_positions, "floor").clamp_max(shape.bins - 1);
+        const at::Tensor binned = at::zeros({L, H, shape.bins}, mass.options().dtype(at::kFloat))
+                                      .scatter_add_(2, bin, mass.to(at::kFloat).mul(pos.ge(0)))
+                                      .to(at::kCPU)
+                                      .contiguous();
+        const float* data = binned.data_ptr<float>();
+        Publish([&](Snapshot& s) { s.runs[run].attention.Append(int32_t(step), data, kAttentionBytes); });
     }
 };
 
@@ -561,6 +759,28 @@ GuiWorker::~GuiWorker() {
 
 void GuiWorker::Run(const RunRequest& request) {
     impl_->Post([this, request] { impl_->Execute(request); });
+}
+
+void GuiWorker::AnalyzeHeads(bool fresh) {
+    impl_->Post([this, fresh] { impl_->AnalyzeHeads(fresh); });
+}
+
+void GuiWorker::ShowHeadAttention(const HeadAttentionRequest& request) {
+    // One job for any number of clicks before it starts: it maps the latest head asked for,
+    // so clicking down a table does not queue a prefill per row.
+    std::lock_guard<std::mutex> lock(impl_->queue_mu);
+    const bool queued = impl_->head_request.head >= 0;
+    impl_->head_request = request;
+    if (queued) return;
+    impl_->jobs.push_back([this] {
+        HeadAttentionRequest latest;
+        {
+            std::lock_guard<std::mutex> lock(impl_->queue_mu);
+            std::swap(latest, impl_->head_request);
+        }
+        impl_->ShowHeadAttention(latest);
+    });
+    impl_->wake.notify_one();
 }
 
 void GuiWorker::Stop() {

@@ -24,7 +24,7 @@ public:
     GuiWorker& operator=(const GuiWorker&) = delete;
 
     void Run(const RunRequest& request); // queued behind a run in progress
-    void Stop();                         // the run in progress, at its next step (or the reference's end)
+    void Stop();                         // the run or analysis in progress, at its next step (or the reference's end)
     void Pause(bool paused);             // before the run's next decode step
     void Step();                         // one decode step while paused
     void RefreshStoredRuns();
@@ -33,6 +33,13 @@ public:
     void Export(const ExportRequest& request);
     void LoadPlugin(const std::string& path); // a path already loaded is reloaded
     void LoadModel(const std::string& path);  // an HF folder or a GGUF file; the current one stays if it fails
+    // The head-role analysis (core/head_roles.h) into Snapshot::heads, queued like a run:
+    // the scores stored in the sessions database for this model unless `fresh`, else
+    // analyzed and stored there.
+    void AnalyzeHeads(bool fresh);
+    // One query head's attention on the probe that defines the request's role, into
+    // Snapshot::heads.map; queued behind the work in progress.
+    void ShowHeadAttention(const HeadAttentionRequest& request);
     // Copies what changed into `ui`; false (and `ui` untouched) when the worker holds the lock.
     bool Sync(Snapshot& ui);
     // For the banner: an error found on the UI side (a font, a screenshot).

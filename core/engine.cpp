@@ -90,6 +90,10 @@ struct Stepper {
         at::Tensor logits = model.forward(tokens, lane);
         const int32_t token = greedy_token(logits);
         *forward_s = seconds_since(start);
+        if (primary && observer && k > 0 && observer->wants_attention()) {
+            const at::Tensor mass = lane.mass(); // read before the policy moves rows
+            if (mass.defined()) observer->on_attention(k, mass, lane.positions_tensor());
+        }
         if (primary) summary.peak_kv_bytes = std::max(summary.peak_kv_bytes, lane.bytes());
         std::vector<Decision> decisions;
         const double before = policy.seconds();
@@ -125,6 +129,9 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
 
         KvStore tf = make_store(model, options.page_size);
         policy.configure(tf);
+        // A decode step has one query, so a window of 1 is its whole attention row (the
+        // policy still sees mass only when its method asked for it).
+        if (observer && observer->wants_attention() && tf.mass_window() == 0) tf.set_mass_window(1);
         std::optional<KvStore> fr; // the free-running lane's cache once it has forked
         Stepper stepper{model, policy, reference, summary.n_prompt, observer, summary};
         double sum_kl = 0, nll_ref = 0, nll_method = 0;

@@ -84,6 +84,13 @@ public:
     virtual void on_step(const StepEvent&) {}
     // When the method evicted: what each (layer, KV head) kept and lost at this step.
     virtual void on_decisions(int64_t step, const std::vector<Decision>&) {}
+    // Whether on_attention should hear every decode step's attention: it costs the kernel's
+    // mass output and a call per step, so only a viewer that draws it asks.
+    virtual bool wants_attention() const { return false; }
+    // After decode step `step`'s forward (step >= 1: one query), before the policy acts: the
+    // attention each query head gave each row, float [n_layer, n_head, R], and each row's
+    // position, int32 [n_layer, n_head_kv, R] (-1: no token), on the model's device.
+    virtual void on_attention(int64_t step, const at::Tensor& mass, const at::Tensor& positions) {}
 };
 
 struct RunSummary {

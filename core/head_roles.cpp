@@ -115,6 +115,11 @@ HeadRoles RoleScorer::result() const {
     return r;
 }
 
+const std::vector<std::string>& role_names() {
+    static const std::vector<std::string> names(kRoleNames, kRoleNames + kRoles);
+    return names;
+}
+
 HeadRoles analyze_heads(const Model& model, const std::vector<Probe>& probes,
                         const std::function<void(const Probe&)>& progress) {
     const ModelConfig& c = model.config();

@@ -41,6 +41,9 @@ struct HeadRoles {
     std::vector<double> per_kv_head(const std::string& name) const;
 };
 
+// The roles, in the order HeadRoles lists them.
+const std::vector<std::string>& role_names();
+
 // Sums the scores of one probe and layer at a time, so that only one layer's attention is
 // ever held.
 class RoleScorer {

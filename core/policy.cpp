@@ -211,7 +211,7 @@ void Policy::after_step(KvStore& store, int64_t step, int64_t n_prompt, const at
     const uint32_t needs = scorer_->info.needs | (head_allocator_ ? head_allocator_->info.needs : 0);
     d.positions = store.positions_tensor();
     const int64_t R = d.positions.size(2);
-    if (store.mass_window() != 0) d.mass = store.mass();
+    if (mass_window() != 0) d.mass = store.mass(); // not the store's: a viewer may have asked for mass
     if (needs & KVS_NEEDS_KEYS) d.keys = store.keys();
     if (needs & KVS_NEEDS_VALUES) d.values = store.values();
     if (needs & KVS_NEEDS_FUTURE) {

@@ -7,15 +7,18 @@
 // has the live run's tokens, the screenshot shows the views (the eviction raster's kept
 // colour, the token strip's mismatch colour) and each window view's screenshot is its own,
 // and the layout was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
-// close the command palette, Space pauses and resumes, "." steps once. Smaller scenarios:
-// a bad model file, a plugin that fails to load and one that throws in a hook end in the
-// banner and the run's status while the workbench keeps drawing; a database that cannot be
-// opened costs the record, not the run; a plugin reload waits for the run using it; the
-// session browser deletes a run; Stop works during the reference.
+// close the command palette, Space pauses and resumes, "." steps once. Its tour then runs a
+// second budget, analyzes every head, opens the best retrieval head's probe map, and shows
+// each view alone: every view's picture is drawn and differs from every other's. Smaller
+// scenarios: a bad model file, a plugin that fails to load and one that throws in a hook
+// end in the banner and the run's status while the workbench keeps drawing; a database
+// that cannot be opened costs the record, not the run; a plugin reload waits for the run
+// using it; the session browser deletes a run; Stop works during the reference.
 #include <gtest/gtest.h>
 
 #include <stb_image.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -103,10 +106,11 @@ std::string ReadFile(const fs::path& path) {
 }
 
 // `kvscope gui` under Xvfb at the test's size, with `args`.
-Result Gui(const fs::path& scratch, const std::string& args) {
+Result Gui(const fs::path& scratch, const std::string& args, int timeout_s = 240) {
     return Shell("XDG_CONFIG_HOME=" + (scratch / "config").string() + " xvfb-run -a -s '-screen 0 " +
                  std::to_string(kWidth) + "x" + std::to_string(kHeight) + "x24' " KVSCOPE_EXE " gui --width " +
-                 std::to_string(kWidth) + " --height " + std::to_string(kHeight) + " --timeout 240 " + args);
+                 std::to_string(kWidth) + " --height " + std::to_string(kHeight) + " --timeout " +
+                 std::to_string(timeout_s) + " " + args);
 }
 
 fs::path Scratch(const std::string& name) {
@@ -125,14 +129,23 @@ Image LoadPng(const std::string& path) {
     return img;
 }
 
+int ChangedPixels(const Image& a, const Image& b) {
+    int n = 0;
+    for (size_t i = 0; i + 3 < std::min(a.rgba.size(), b.rgba.size()); i += 4)
+        n += a.rgba[i] != b.rgba[i] || a.rgba[i + 1] != b.rgba[i + 1] || a.rgba[i + 2] != b.rgba[i + 2];
+    return n;
+}
+
 TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
-    const fs::path scratch = Scratch("gui");
+    const fs::path scratch = Scratch("gui"), tour = scratch / "tour";
+    fs::create_directories(tour);
     const std::string png = (scratch / "scenario.png").string(), db = (scratch / "gui.db").string();
     const std::string run = " --method snapkv --budget 16 -n " + std::to_string(kSteps), prompt = " '" + kPrompt + "'";
 
     const Result gui = Gui(scratch, run + " --prompt" + prompt + " --view-frames 30 --pause --db " + db + " --export " +
-                                        (scratch / "gui-export.json").string() + " --screenshot " + png);
+                                        (scratch / "gui-export.json").string() + " --screenshot " + png + " --tour " +
+                                        tour.string(), /*timeout_s=*/540);
     ASSERT_EQ(gui.status, 0) << gui.output;
     EXPECT_NE(gui.output.find(": done,"), std::string::npos) << gui.output;
     EXPECT_EQ(gui.output.find(" 0 evictions"), std::string::npos) << "SnapKV at 16 slots must evict:\n" << gui.output;
@@ -144,6 +157,9 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     ASSERT_EQ(pause.size(), 1u) << gui.output;
     EXPECT_NE(gui.output.find("Step took it to " + std::to_string(pause[0] + 1) + ", resumed"), std::string::npos)
         << gui.output;
+    EXPECT_NE(gui.output.find(" 7 head roles read back, probe map 512x512 of L"), std::string::npos)
+        << gui.output;
+    EXPECT_NE(gui.output.find(", 9 shots"), std::string::npos) << gui.output;
 
     // The same run from the command line gives the same tokens.
     const std::vector<int> gui_tokens = NumbersAfter(gui.output, "tokens");
@@ -184,6 +200,21 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
         for (const auto& other : pictures) EXPECT_NE(shot.rgba, other) << view << " looks like another view";
         pictures.push_back(shot.rgba);
     }
+
+    // Each view alone: drawn, and unlike every other view.
+    const char* const shots[] = {"run-setup", "token-strip",   "eviction-raster", "head-grid", "head-grid-kv",
+                                 "memory",    "attention-run", "attention-probe", "compare"};
+    std::vector<Image> views;
+    for (const char* shot : shots) {
+        views.push_back(LoadPng((tour / (std::string(shot) + ".png")).string()));
+        ASSERT_EQ(views.back().w, kWidth) << shot;
+        EXPECT_GT(views.back().Colours(), 30u) << shot << ": a blank or nearly blank frame";
+    }
+    for (size_t i = 0; i < views.size(); ++i)
+        for (size_t j = i + 1; j < views.size(); ++j)
+            EXPECT_GT(ChangedPixels(views[i], views[j]), kWidth * kHeight / 50) << shots[i] << " vs " << shots[j];
+    EXPECT_GT(views[7].Count(68, 1, 84), 50000) << "no probe map (viridis 0 where the causal mask hides keys)";
+    EXPECT_GT(views[8].Count(230, 159, 0), 2000) << "no second run's colour in the comparison";
 
     // The layout and the recent models persisted where XDG says.
     const std::string ini = ReadFile(scratch / "config" / "kvscope" / "imgui.ini");

@@ -479,6 +479,19 @@ TEST(SessionHeadRoles, StoreKeepsOneProfilePerModelAndProbes) {
                                    "test");
     ASSERT_TRUE(p.step());
     EXPECT_EQ(p.real(0), 7);
+
+    // And back, as the workbench reads a profile instead of analyzing again.
+    const std::optional<HeadRoles> back = load_head_roles(*db, "sha256:aa", "seed=0");
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->n_layer, 2);
+    EXPECT_EQ(back->n_head, 3);
+    EXPECT_EQ(back->n_head_kv, 0); // not stored
+    EXPECT_EQ(back->roles, (std::vector<std::string>{"induction", "sink"})); // name order
+    EXPECT_EQ(back->scores[0], r.scores[1]);
+    EXPECT_EQ(back->scores[1], r.scores[0]);
+    EXPECT_EQ(back->layer_preference, r.layer_preference);
+    EXPECT_FALSE(load_head_roles(*db, "sha256:bb", "seed=0"));
+    EXPECT_FALSE(load_head_roles(*db, "sha256:aa", "seed=2"));
 }
 
 // ---- model hashes ---------------------------------------------------------------------

@@ -8,43 +8,10 @@
 #include "views/views.h"
 
 #include <algorithm>
-#include <climits>
 
 namespace kvscope {
 
 namespace {
-
-// When each position left the chosen (layer, head): the step, or INT_MAX while kept.
-// Rebuilt when the run or the head changes, extended as the run's evictions grow.
-struct EvictionIndex {
-    int run = -1, layer = -1, head = -1;
-    size_t consumed = 0;
-    std::vector<int32_t> evicted_at;
-
-    void Update(int r, const RunView& rv, int l, int h) {
-        if (r != run || l != layer || h != head || consumed > rv.evictions.size()) {
-            *this = EvictionIndex{};
-            run = r, layer = l, head = h;
-        }
-        for (; consumed < rv.evictions.size(); ++consumed) {
-            const Eviction& e = rv.evictions[consumed];
-            if (e.layer != l || e.head != h) continue;
-            if (size_t(e.position) >= evicted_at.size()) evicted_at.resize(size_t(e.position) + 1, INT_MAX);
-            evicted_at[size_t(e.position)] = std::min(evicted_at[size_t(e.position)], e.step);
-        }
-    }
-    int32_t At(int64_t pos) const { return size_t(pos) < evicted_at.size() ? evicted_at[size_t(pos)] : INT_MAX; }
-};
-
-// The step after which `pos` is in the cache: prompt positions from the prefill, and the
-// token generated at step k (position n_prompt + k) from step k + 1.
-int64_t FirstStep(const RunView& run, int64_t pos) { return pos < run.n_prompt ? 0 : pos - run.n_prompt + 1; }
-
-const std::string& TokenAt(const RunView& run, int64_t pos) {
-    static const std::string none;
-    if (pos < run.n_prompt) return size_t(pos) < run.prompt_text.size() ? run.prompt_text[size_t(pos)] : none;
-    return size_t(pos - run.n_prompt) < run.token_text.size() ? run.token_text[size_t(pos - run.n_prompt)] : none;
-}
 
 void Tooltip(const RunView& run, const EvictionIndex& index, int64_t step, int64_t pos) {
     ImGui::BeginTooltip();
@@ -53,7 +20,7 @@ void Tooltip(const RunView& run, const EvictionIndex& index, int64_t step, int64
     const int32_t gone = index.At(pos);
     if (step < FirstStep(run, pos)) ImGui::TextDisabled("not in the cache yet");
     else if (gone <= step) ImGui::Text("evicted at step %d", gone);
-    else if (gone != INT_MAX) ImGui::Text("kept; evicted later, at step %d", gone);
+    else if (gone != INT32_MAX) ImGui::Text("kept; evicted later, at step %d", gone);
     else ImGui::Text("kept");
     ImGui::EndTooltip();
 }
@@ -82,7 +49,7 @@ struct RasterImage {
             born.clear(), gone.clear();
             for (int64_t p = first; p < std::min(end, n_pos); ++p) {
                 born.push_back(FirstStep(rv, p));
-                if (index.At(p) != INT_MAX) gone.push_back(index.At(p));
+                if (index.At(p) != INT32_MAX) gone.push_back(index.At(p));
             }
             std::sort(gone.begin(), gone.end()); // born is increasing already
             size_t n_born = 0, n_gone = 0;
@@ -91,39 +58,21 @@ struct RasterImage {
                 while (n_born < born.size() && born[n_born] <= step) ++n_born;
                 while (n_gone < gone.size() && gone[n_gone] <= step) ++n_gone;
                 if (n_born == 0) continue;
-                texels[size_t(y) * size_t(w) + size_t(x)] = Mix(ScoreColor(0.75f), IM_COL32(70, 70, 70, 255),
+                texels[size_t(y) * size_t(w) + size_t(x)] = MixColor(ScoreColor(0.75f), IM_COL32(70, 70, 70, 255),
                                                                float(n_gone) / float(n_born));
             }
         }
         texture = upload(texture, w, h, texels.data());
     }
-
-    static uint32_t Mix(ImU32 a, ImU32 b, float t) {
-        auto ch = [&](int shift) {
-            return uint32_t(float((a >> shift) & 255) * (1 - t) + float((b >> shift) & 255) * t) << shift;
-        };
-        return ch(IM_COL32_R_SHIFT) | ch(IM_COL32_G_SHIFT) | ch(IM_COL32_B_SHIFT) | (255u << IM_COL32_A_SHIFT);
-    }
 };
-
-void HeadPickers(ViewContext& ctx) {
-    const ModelInfo& m = ctx.snapshot.model;
-    ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.3f);
-    ImGui::SliderInt("layer", &ctx.selection.layer, 0, std::max(0, m.n_layer - 1));
-    ImGui::SameLine();
-    ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.3f);
-    ImGui::SliderInt("KV head", &ctx.selection.head, 0, std::max(0, m.n_head_kv - 1));
-    ctx.selection.layer = std::clamp(ctx.selection.layer, 0, std::max(0, m.n_layer - 1));
-    ctx.selection.head = std::clamp(ctx.selection.head, 0, std::max(0, m.n_head_kv - 1));
-}
 
 } // namespace
 
 void DrawEvictionRasterView(ViewContext& ctx) {
     static EvictionIndex index;
     const auto& runs = ctx.snapshot.runs;
-    const int r = ctx.selection.run >= 0 && size_t(ctx.selection.run) < runs.size() ? ctx.selection.run : int(runs.size()) - 1;
-    HeadPickers(ctx);
+    const int r = SelectedRun(ctx.selection, ctx.snapshot);
+    LayerHeadPickers(ctx.selection, ctx.snapshot.model, false);
     if (r < 0 || runs[size_t(r)].steps.empty()) {
         ImGui::TextDisabled("No decode steps yet.");
         return;

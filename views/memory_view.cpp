@@ -7,7 +7,7 @@ namespace kvscope {
 
 void DrawMemoryView(ViewContext& ctx) {
     const auto& runs = ctx.snapshot.runs;
-    const int r = ctx.selection.run >= 0 && size_t(ctx.selection.run) < runs.size() ? ctx.selection.run : int(runs.size()) - 1;
+    const int r = SelectedRun(ctx.selection, ctx.snapshot);
     if (r < 0) {
         ImGui::TextDisabled("No runs yet.");
         return;

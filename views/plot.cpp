@@ -29,6 +29,93 @@ ImU32 RunColor(int i) {
 
 ImU32 MismatchColor() { return IM_COL32(213, 94, 0, 255); }
 
+ImU32 MixColor(ImU32 a, ImU32 b, float t) {
+    t = std::clamp(t, 0.0f, 1.0f);
+    auto ch = [&](int shift) {
+        return uint32_t(float((a >> shift) & 255) * (1 - t) + float((b >> shift) & 255) * t) << shift;
+    };
+    return ch(IM_COL32_R_SHIFT) | ch(IM_COL32_G_SHIFT) | ch(IM_COL32_B_SHIFT) | (255u << IM_COL32_A_SHIFT);
+}
+
+ImU32 GreyedColor(ImU32 score, float t) {
+    // Towards a dim grey of the colour's own lightness: how bright the score was still shows.
+    const int luma = int(0.3f * float((score >> IM_COL32_R_SHIFT) & 255) + 0.59f * float((score >> IM_COL32_G_SHIFT) & 255) +
+                         0.11f * float((score >> IM_COL32_B_SHIFT) & 255));
+    const int grey = 40 + luma / 3;
+    return MixColor(score, IM_COL32(grey, grey, grey, 255), 0.8f * t);
+}
+
+ImU32 AttentionColor(float share) {
+    return share <= 0 ? ScoreColor(0) : ScoreColor((std::log10(share) + 3.0f) / 3.0f);
+}
+
+void ColorLegend(ImU32 (*scale)(float), const char* text) {
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const ImVec2 o = ImGui::GetCursorScreenPos();
+    const float w = ImGui::GetFontSize() * 8, h = ImGui::GetTextLineHeight() * 0.6f;
+    for (int i = 0; i < 32; ++i)
+        dl->AddRectFilled({o.x + w * float(i) / 32, o.y}, {o.x + w * float(i + 1) / 32, o.y + h}, scale(float(i) / 31));
+    ImGui::Dummy({w, h});
+    ImGui::SameLine();
+    ImGui::TextDisabled("%s", text);
+}
+
+void LayerHeadPickers(Selection& selection, const ModelInfo& m, bool query_head) {
+    const int group = std::max(1, m.n_head_kv > 0 ? m.n_head / m.n_head_kv : 1);
+    ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.3f);
+    ImGui::SliderInt("layer", &selection.layer, 0, std::max(0, m.n_layer - 1));
+    ImGui::SameLine();
+    ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.3f);
+    if (query_head) {
+        int q = SelectedQueryHead(selection, group);
+        if (ImGui::SliderInt("query head", &q, 0, std::max(0, m.n_head - 1))) {
+            selection.query_head = std::clamp(q, 0, std::max(0, m.n_head - 1));
+            selection.head = selection.query_head / group;
+        }
+        if (ImGui::IsItemHovered()) ImGui::SetTooltip("Query head %d reads KV head %d's cache.", q, q / group);
+    } else {
+        ImGui::SliderInt("KV head", &selection.head, 0, std::max(0, m.n_head_kv - 1));
+    }
+    selection.layer = std::clamp(selection.layer, 0, std::max(0, m.n_layer - 1));
+    selection.head = std::clamp(selection.head, 0, std::max(0, m.n_head_kv - 1));
+}
+
+void ZoomPan::Update(ImVec2 p0, ImVec2 size) {
+    const ImGuiIO& io = ImGui::GetIO();
+    const float span_x = uv1.x - uv0.x, span_y = uv1.y - uv0.y;
+    if (ImGui::IsItemHovered() && io.MouseWheel != 0) {
+        const ImVec2 m = ToUV(p0, size, io.MousePos);
+        const float f = std::pow(0.8f, io.MouseWheel);
+        const float fx = std::clamp(span_x * f, 1.0f / 256, 1.0f) / span_x, fy = std::clamp(span_y * f, 1.0f / 256, 1.0f) / span_y;
+        uv0 = {m.x - (m.x - uv0.x) * fx, m.y - (m.y - uv0.y) * fy};
+        uv1 = {m.x + (uv1.x - m.x) * fx, m.y + (uv1.y - m.y) * fy};
+    }
+    if (ImGui::IsItemActive() && ImGui::IsMouseDragging(ImGuiMouseButton_Left) && size.x > 0 && size.y > 0) {
+        const float dx = io.MouseDelta.x / size.x * span_x, dy = io.MouseDelta.y / size.y * span_y;
+        uv0 = {uv0.x - dx, uv0.y - dy};
+        uv1 = {uv1.x - dx, uv1.y - dy};
+    }
+    if (ImGui::IsItemHovered() && ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left)) *this = ZoomPan{};
+    // Keep the window inside the image, its size as it is.
+    const float sx = uv1.x - uv0.x, sy = uv1.y - uv0.y;
+    uv0 = {std::clamp(uv0.x, 0.0f, 1.0f - sx), std::clamp(uv0.y, 0.0f, 1.0f - sy)};
+    uv1 = {uv0.x + sx, uv0.y + sy};
+}
+
+ImVec2 ZoomPan::ToUV(ImVec2 p0, ImVec2 size, ImVec2 s) const {
+    return {uv0.x + (s.x - p0.x) / std::max(1.0f, size.x) * (uv1.x - uv0.x),
+            uv0.y + (s.y - p0.y) / std::max(1.0f, size.y) * (uv1.y - uv0.y)};
+}
+
+ImVec2 ZoomPan::ToScreen(ImVec2 p0, ImVec2 size, ImVec2 uv) const {
+    return {p0.x + (uv.x - uv0.x) / (uv1.x - uv0.x) * size.x, p0.y + (uv.y - uv0.y) / (uv1.y - uv0.y) * size.y};
+}
+
+bool ZoomPan::Clicked() {
+    return ImGui::IsItemHovered() && ImGui::IsMouseReleased(ImGuiMouseButton_Left) &&
+           ImGui::GetIO().MouseDragMaxDistanceSqr[ImGuiMouseButton_Left] < 16;
+}
+
 void HelpMarker(const char* text) {
     ImGui::SameLine();
     ImGui::TextDisabled("(?)");

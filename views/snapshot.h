@@ -38,6 +38,27 @@ struct Eviction {
     int32_t step = 0, layer = 0, head = 0, position = 0;
 };
 
+// The attention each query head paid its keys at the run's decode steps, summed into
+// position bins (FoldCell below: bin b holds the positions FoldStart(b) .. FoldStart(b+1) - 1
+// of the run's final context), so a bin holds a share of the step's attention and the
+// bins of a row sum to 1. Steps are recorded while they fit a memory cap; past it every
+// other recorded step is dropped and the stride doubles (thinning: old steps stay, coarser).
+struct AttentionTrace {
+    int32_t n_layer = 0, n_head = 0, bins = 0;
+    int64_t n_positions = 0;    // the run's context at its end: prompt + steps
+    int32_t stride = 1;         // steps recorded: those that are multiples of it
+    uint32_t generation = 0;    // bumped when thinned: a copy must start over
+    std::vector<int32_t> steps; // recorded decode steps, increasing
+    std::vector<float> mass;    // [steps][n_layer][n_head][bins]
+    size_t row_size() const { return size_t(n_layer) * size_t(n_head) * size_t(bins); }
+    // The bins of one step (index into `steps`), layer and query head; null when absent.
+    const float* Row(size_t i, int layer, int head) const;
+    // Adds a step's rows ([n_layer][n_head][bins]) when its step is a multiple of the
+    // stride, thinning first while the trace would pass `max_bytes`.
+    void Append(int32_t step, const float* rows, size_t max_bytes);
+    void Thin(); // drops every other recorded step, doubles the stride
+};
+
 struct RunView {
     enum class Status { Queued, Reference, Running, Done, Failed, Stopped } status = Status::Queued;
     std::string method, budget, error;
@@ -49,6 +70,7 @@ struct RunView {
     std::vector<int64_t> reference_kv_bytes;   // after each reference step
     double reference_step_ms = 0;              // the reference's mean decode step
     std::vector<Eviction> evictions;           // in step order
+    AttentionTrace attention;                  // when the run recorded it
     bool has_reference = false;
     int64_t reference_steps = 0;               // steps the reference will take (0: none)
     int64_t stored_id = -1;                    // its id in the session database (-1: not stored)
@@ -100,8 +122,37 @@ struct Catalog {
     uint64_t version = 0;
 };
 
+// A query x key attention map folded to at most kMaxMapCells a side, e.g. one head on a
+// head-analysis probe. Max pooling: a cell holds the largest probability among the
+// (query, key) pairs it covers, so a single sharp peak (a retrieval or induction head's)
+// survives the fold.
+constexpr int64_t kMaxMapCells = 512;
+struct AttentionMap {
+    int32_t layer = -1, head = -1;        // query head
+    std::string role, probe;              // the role asked about, the probe that defines it
+    int64_t n_query = 0, n_key = 0;       // before folding
+    int32_t rows = 0, cols = 0;           // after
+    std::vector<float> cells;             // [rows][cols]
+    std::vector<std::string> token_text;  // each probe position's token
+};
+
+// The head-role analysis (core/head_roles.h), as plain scores.
+struct HeadAnalysis {
+    enum class Status { None, Running, Done, Failed } status = Status::None;
+    double progress = 0;                  // 0..1 while running
+    std::string stage;                    // the probe running, where the scores came from, or why it failed
+    int32_t n_layer = 0, n_head = 0, n_head_kv = 0;
+    std::vector<std::string> roles;
+    std::vector<std::vector<float>> scores; // per role, [n_layer * n_head] layer-major
+    std::vector<float> layer_preference;  // CAKE's, per layer
+    AttentionMap map;                     // the head last asked for
+    bool map_pending = false;             // the worker is computing the next one
+    uint32_t revision = 0;                // bumped on every change: the UI copies it whole then
+};
+
 struct Snapshot {
     ModelInfo model;
+    HeadAnalysis heads;
     std::vector<MethodSchema> methods;
     Catalog catalog;
     std::vector<RunView> runs;
@@ -119,7 +170,52 @@ struct Selection {
     int step = -1;      // decode step
     int layer = 0, head = 0; // layer and KV head
     int position = -1;  // token position in the context
+    int query_head = -1; // a query head of KV head `head`, or -1: its first
 };
+
+// The run the views show: the selected one, or the latest; -1 when there is none.
+int SelectedRun(const Selection& selection, const Snapshot& snapshot);
+
+// The query head the selection means: its own when it belongs to the selected KV head,
+// else that KV head's first. `group`: query heads per KV head.
+int SelectedQueryHead(const Selection& selection, int group);
+
+// ---- folding long axes (a texture's texels, a trace's bins): item i of n goes to cell
+// i * cells / n; cell c starts at the first item that maps to it.
+inline int64_t FoldCell(int64_t i, int64_t n, int64_t cells) { return i * cells / n; }
+inline int64_t FoldStart(int64_t c, int64_t n, int64_t cells) { return (c * n + cells - 1) / cells; }
+enum class Pool { Max, Sum };
+// A rows x cols matrix folded into out_rows x out_cols cells (each at most its input).
+std::vector<float> PoolMatrix(const float* values, int64_t rows, int64_t cols, int64_t out_rows, int64_t out_cols,
+                              Pool pool);
+
+// ---- a run's cache contents, from its evictions
+// The step after which `pos` is in the cache: prompt positions from the prefill (step 0),
+// the token generated at step k (position n_prompt + k) from step k + 1.
+inline int64_t FirstStep(const RunView& run, int64_t pos) { return pos < run.n_prompt ? 0 : pos - run.n_prompt + 1; }
+// The token at `pos` as text ("" when unknown).
+const std::string& TokenAt(const RunView& run, int64_t pos);
+
+// When each position left one (layer, KV head): the step, or INT32_MAX while kept.
+// Rebuilt when the run or the head changes, extended as the run's evictions grow.
+struct EvictionIndex {
+    int run = -1, layer = -1, head = -1;
+    size_t consumed = 0;
+    std::vector<int32_t> evicted_at;
+
+    void Update(int r, const RunView& rv, int l, int h);
+    int32_t At(int64_t pos) const;
+    // Whether `pos` is in the cache after step `step`'s decisions.
+    bool Kept(const RunView& rv, int64_t pos, int64_t step) const { return FirstStep(rv, pos) <= step && At(pos) > step; }
+};
+
+// Two runs' kept sets at one step, layer and KV head, position by position.
+struct KeptDiff {
+    enum Where : uint8_t { Neither, AOnly, BOnly, Both };
+    std::vector<uint8_t> where; // per position of the longer context
+    int64_t a_only = 0, b_only = 0, both = 0;
+};
+KeptDiff DiffKept(const RunView& a, const EvictionIndex& ia, const RunView& b, const EvictionIndex& ib, int64_t step);
 
 const char* StatusName(RunView::Status status);
 

@@ -66,7 +66,7 @@ void Cell(ImDrawList* dl, ImVec2 a, ImVec2 b, ImU32 fill, const std::string& tex
 
 void DrawTokenStripView(ViewContext& ctx) {
     const auto& runs = ctx.snapshot.runs;
-    const int r = ctx.selection.run >= 0 && size_t(ctx.selection.run) < runs.size() ? ctx.selection.run : int(runs.size()) - 1;
+    const int r = SelectedRun(ctx.selection, ctx.snapshot);
     if (r < 0) {
         ImGui::TextDisabled("No runs yet: set one up on the left and press Run.");
         return;

@@ -24,6 +24,13 @@ struct RunRequest {
     uint64_t seed = 0;
     bool reference = true;
     int64_t n_predict = 32;
+    bool record_attention = true; // each decode step's attention, binned (AttentionTrace)
+};
+
+// One query head's attention on the probe that defines `role` (HeadAnalysis::map).
+struct HeadAttentionRequest {
+    int layer = -1, head = -1;
+    std::string role;
 };
 
 // Stored runs written to a file by one of the export formats (app/export_formats.h).
@@ -47,6 +54,9 @@ struct Commands {
     std::string load_plugin;          // load (or reload) the plugin at this path
     std::string load_model;           // an HF folder or a GGUF file, in place of the current model
     const char* show_window = nullptr; // a window view's name, to bring up
+    bool analyze_heads = false;        // score every head's role (stored scores when there are)
+    bool fresh_analysis = false;       // on the probe suite, even when scores are stored
+    HeadAttentionRequest head_attention; // when head >= 0
 };
 
 constexpr size_t kRecentModels = 8; // the model picker remembers this many
@@ -83,6 +93,16 @@ struct DialogState {
 // What the export dialog's Export button asks: the chosen runs, in its format, to its file.
 void RequestExport(const DialogState& dialogs, Commands& commands);
 
+// What the views show, beyond the selection: owned by the app, so that one view can
+// steer another (a head clicked in the grid opens its probe map in the heatmap) and a
+// script can set it.
+struct ViewSettings {
+    int head_role = 0;           // head grid: 0 the kept share, i > 0 HeadAnalysis::roles[i - 1]
+    bool head_kv_means = false;  // head grid: a role per KV head (the mean of its query heads)
+    bool attention_probe = false; // heatmap: the probe map of HeadAnalysis, not the run's steps
+    int compare_a = -1, compare_b = -1; // compare: the runs whose kept sets are diffed (-1: the last two)
+};
+
 // Makes (reuse == 0) or refills an RGBA texture for ImGui::Image; the app implements it
 // with OpenGL, so that views stay free of any graphics API. Nearest-pixel sampling.
 using UploadTextureFn = ImTextureID (*)(ImTextureID reuse, int width, int height, const uint32_t* rgba);
@@ -92,6 +112,7 @@ struct ViewContext {
     Selection& selection;
     RunSetupState& setup;
     DialogState& dialogs;
+    ViewSettings& settings;
     Commands& commands;
     UploadTextureFn upload_texture;
 };
@@ -114,6 +135,8 @@ void DrawHeadGridView(ViewContext& ctx);
 void DrawSessionBrowserView(ViewContext& ctx);
 void DrawExportView(ViewContext& ctx);
 void DrawPluginManagerView(ViewContext& ctx);
+void DrawAttentionHeatmapView(ViewContext& ctx);
+void DrawCompareView(ViewContext& ctx);
 
 // The run spec the stages describe, e.g. "snapkv(window=16)+pyramid": parameters left at
 // their defaults are omitted.

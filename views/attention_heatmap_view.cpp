@@ -1,0 +1,197 @@
+// Attention heatmap: query (down) by key position (across) for one layer and query head.
+// Two sources:
+//   run    the selected run's decode steps, one row per recorded step: the share of the
+//          step's attention each bin of key positions got (AttentionTrace: positions
+//          folded into at most 256 bins by their sum, old steps thinned past a memory
+//          cap), keys the head's cache had evicted by then greyed over their colour;
+//   probe  the head analysis' map of the head last clicked in the head grid, on the probe
+//          that defines its role (max-pooled to at most 512 x 512 cells).
+// Each is one texture, rebuilt only when its data, layer or head changes; the mouse wheel
+// zooms about the mouse, a drag pans, a double click shows it all again.
+#include "views/plot.h"
+#include "views/views.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace kvscope {
+
+namespace {
+
+const ImU32 kNoKey = IM_COL32(20, 20, 24, 255); // no such key yet (causality)
+
+// The run source's image: texel (bin, recorded step).
+struct RunImage {
+    ImTextureID texture = nullptr;
+    int run = -1, layer = -1, head = -1;
+    size_t steps = 0, evictions = 0;
+    uint32_t generation = 0;
+    std::vector<uint32_t> texels;
+
+    void Update(int r, const RunView& rv, const EvictionIndex& index, int l, int h, UploadTextureFn upload) {
+        const AttentionTrace& t = rv.attention;
+        if (texture && r == run && l == layer && h == head && t.steps.size() == steps &&
+            rv.evictions.size() == evictions && t.generation == generation)
+            return;
+        run = r, layer = l, head = h, steps = t.steps.size(), evictions = rv.evictions.size(), generation = t.generation;
+        texels.assign(std::max<size_t>(1, steps) * size_t(std::max(1, t.bins)), kNoKey);
+        for (size_t i = 0; i < steps; ++i) {
+            const float* row = t.Row(i, l, h);
+            const int64_t visible = rv.n_prompt + t.steps[i]; // step k's query sees positions < n_prompt + k
+            for (int b = 0; row && b < t.bins; ++b) {
+                const int64_t p0 = FoldStart(b, t.n_positions, t.bins);
+                const int64_t p1 = std::min(FoldStart(b + 1, t.n_positions, t.bins), visible);
+                if (p1 <= p0) continue;
+                int64_t gone = 0;
+                for (int64_t p = p0; p < p1; ++p) gone += index.At(p) < t.steps[i];
+                texels[i * size_t(t.bins) + size_t(b)] = GreyedColor(AttentionColor(row[b]), float(gone) / float(p1 - p0));
+            }
+        }
+        texture = upload(texture, std::max(1, t.bins), int(std::max<size_t>(1, steps)), texels.data());
+    }
+};
+
+// The probe source's image: texel (key cell, query cell).
+struct ProbeImage {
+    ImTextureID texture = nullptr;
+    uint32_t revision = 0;
+    std::vector<uint32_t> texels;
+
+    void Update(const HeadAnalysis& h, UploadTextureFn upload) {
+        if (texture && revision == h.revision) return;
+        revision = h.revision;
+        const AttentionMap& m = h.map;
+        texels.resize(m.cells.size());
+        for (size_t i = 0; i < m.cells.size(); ++i) texels[i] = AttentionColor(m.cells[i]);
+        if (!texels.empty()) texture = upload(texture, m.cols, m.rows, texels.data());
+    }
+};
+
+// "first .. last" positions of a cell, or the one, with the first's token.
+void CellText(const char* what, int64_t p0, int64_t p1, const std::string& token) {
+    if (p1 - p0 <= 1) ImGui::Text("%s %lld \"%s\"", what, (long long)p0, token.c_str());
+    else ImGui::Text("%s %lld .. %lld (\"%s\" ..)", what, (long long)p0, (long long)p1 - 1, token.c_str());
+}
+
+// The image filling the rest of the view, with zoom and pan; returns the texel under the
+// mouse (or {-1, -1}) and whether it was clicked.
+struct Hover {
+    int x = -1, y = -1;
+    bool clicked = false;
+};
+Hover ZoomableImage(const char* id, ImTextureID texture, int tex_w, int tex_h, ZoomPan& zoom, ImVec2& p0, ImVec2& size) {
+    size = ImGui::GetContentRegionAvail();
+    size.y = std::max(ImGui::GetTextLineHeight(), size.y - ImGui::GetTextLineHeightWithSpacing());
+    p0 = ImGui::GetCursorScreenPos();
+    ImGui::InvisibleButton(id, size);
+    zoom.Update(p0, size);
+    ImGui::GetWindowDrawList()->AddImage(texture, p0, {p0.x + size.x, p0.y + size.y}, zoom.uv0, zoom.uv1);
+    Hover h;
+    if (!ImGui::IsItemHovered()) return h;
+    const ImVec2 uv = zoom.ToUV(p0, size, ImGui::GetIO().MousePos);
+    h.x = std::clamp(int(uv.x * float(tex_w)), 0, tex_w - 1);
+    h.y = std::clamp(int(uv.y * float(tex_h)), 0, tex_h - 1);
+    h.clicked = ZoomPan::Clicked();
+    return h;
+}
+
+void DrawRunMap(ViewContext& ctx, int layer, int head) {
+    static EvictionIndex index;
+    static RunImage image;
+    static ZoomPan zoom;
+    const int r = SelectedRun(ctx.selection, ctx.snapshot);
+    if (r < 0) return ImGui::TextDisabled("No runs yet.");
+    const RunView& run = ctx.snapshot.runs[size_t(r)];
+    const AttentionTrace& t = run.attention;
+    if (t.steps.empty() || t.bins <= 0 || t.n_positions <= 0)
+        return ImGui::TextDisabled("Run #%d has no attention recorded (it comes with each decode step).", r + 1);
+    const int group = std::max(1, t.n_head / std::max(1, ctx.snapshot.model.n_head_kv));
+    index.Update(r, run, layer, head / group);
+    image.Update(r, run, index, layer, head, ctx.upload_texture);
+    const int64_t per_bin = (t.n_positions + t.bins - 1) / t.bins;
+    ColorLegend(AttentionColor, per_bin > 1 ? "share of the step's attention per bin, log 0.001 .. 1; grey: evicted"
+                                            : "share of the step's attention, log 0.001 .. 1; grey: evicted");
+    HelpMarker("Each row is a decode step; each column a bin of key positions holding the sum of the attention "
+               "its keys got (the bins of a row sum to 1). Greyed: keys the head's cache had evicted by that step.");
+
+    ImVec2 p0, size;
+    const Hover h = ZoomableImage("run map", image.texture, t.bins, int(t.steps.size()), zoom, p0, size);
+    if (ctx.selection.step >= 0) { // the recorded row at or before the selected step
+        const auto it = std::upper_bound(t.steps.begin(), t.steps.end(), ctx.selection.step);
+        if (it != t.steps.begin()) {
+            const float v = (float(it - t.steps.begin()) - 0.5f) / float(t.steps.size());
+            const float y = zoom.ToScreen(p0, size, {0, v}).y;
+            if (y >= p0.y && y <= p0.y + size.y)
+                ImGui::GetWindowDrawList()->AddLine({p0.x, y}, {p0.x + size.x, y}, IM_COL32(255, 255, 255, 140));
+        }
+    }
+    if (h.x >= 0) {
+        const int32_t step = t.steps[size_t(h.y)];
+        const int64_t p_0 = FoldStart(h.x, t.n_positions, t.bins), p_1 = FoldStart(h.x + 1, t.n_positions, t.bins);
+        const float* row = t.Row(size_t(h.y), layer, head);
+        int64_t gone = 0;
+        for (int64_t p = p_0; p < p_1; ++p) gone += index.At(p) < step;
+        ImGui::BeginTooltip();
+        ImGui::Text("decode step %d (query at position %lld): %.4f of its attention", step,
+                    (long long)(run.n_prompt + step - 1), row ? row[h.x] : 0.0f);
+        CellText("keys", p_0, p_1, TokenAt(run, p_0));
+        if (gone > 0) ImGui::Text("%lld of them evicted from KV head %d by then", (long long)gone, head / group);
+        ImGui::EndTooltip();
+        if (h.clicked) {
+            ctx.selection.run = r;
+            ctx.selection.step = step;
+            ctx.selection.position = int(p_0);
+        }
+    }
+    ImGui::TextDisabled("key position 0..%lld across (%lld per bin), recorded decode steps %d..%d down (every %d)",
+                        (long long)t.n_positions - 1, (long long)per_bin, t.steps.front(), t.steps.back(), t.stride);
+}
+
+void DrawProbeMap(ViewContext& ctx) {
+    static ProbeImage image;
+    static ZoomPan zoom;
+    const HeadAnalysis& heads = ctx.snapshot.heads;
+    const AttentionMap& m = heads.map;
+    if (heads.map_pending) ImGui::TextDisabled("computing the head's attention on its probe...");
+    if (m.cells.empty() || m.rows <= 0 || m.cols <= 0 || m.cells.size() != size_t(m.rows) * size_t(m.cols))
+        return ImGui::TextDisabled("No probe map: analyze heads in the head grid, then click a head.");
+    image.Update(heads, ctx.upload_texture);
+    ImGui::Text("L%d.H%d on \"%s\" (defines %s)", m.layer, m.head, m.probe.c_str(), m.role.c_str());
+    ColorLegend(AttentionColor, "attention probability, log 0.001 .. 1 (max over a cell)");
+    HelpMarker("Query by key on the probe, one prefill with dense attention; where several queries or keys share "
+               "a cell it shows their largest probability, so sharp peaks survive the fold.");
+    ImVec2 p0, size;
+    const Hover h = ZoomableImage("probe map", image.texture, m.cols, m.rows, zoom, p0, size);
+    if (h.x >= 0) {
+        const int64_t q0 = FoldStart(h.y, m.n_query, m.rows), q1 = FoldStart(h.y + 1, m.n_query, m.rows);
+        const int64_t k0 = FoldStart(h.x, m.n_key, m.cols), k1 = FoldStart(h.x + 1, m.n_key, m.cols);
+        auto token = [&](int64_t p) { return size_t(p) < m.token_text.size() ? m.token_text[size_t(p)] : std::string(); };
+        ImGui::BeginTooltip();
+        ImGui::Text("attention %.4f (the largest in the cell)", m.cells[size_t(h.y) * size_t(m.cols) + size_t(h.x)]);
+        CellText("queries", q0, q1, token(q0));
+        CellText("keys", k0, k1, token(k0));
+        ImGui::EndTooltip();
+    }
+    ImGui::TextDisabled("key position 0..%lld across, query position 0..%lld down (%d x %d cells)",
+                        (long long)m.n_key - 1, (long long)m.n_query - 1, m.cols, m.rows);
+}
+
+} // namespace
+
+void DrawAttentionHeatmapView(ViewContext& ctx) {
+    const ModelInfo& model = ctx.snapshot.model;
+    int source = ctx.settings.attention_probe ? 1 : 0;
+    ImGui::RadioButton("run", &source, 0);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("The selected run's decode steps.");
+    ImGui::SameLine();
+    ImGui::RadioButton("probe", &source, 1);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("The head-grid head's attention on the probe that defines its role.");
+    ctx.settings.attention_probe = source == 1;
+    if (source == 1) return DrawProbeMap(ctx);
+    ImGui::SameLine();
+    LayerHeadPickers(ctx.selection, model, true);
+    const int group = std::max(1, model.n_head_kv > 0 ? model.n_head / model.n_head_kv : 1);
+    DrawRunMap(ctx, ctx.selection.layer, SelectedQueryHead(ctx.selection, group));
+}
+
+} // namespace kvscope
