@@ -19,6 +19,7 @@ struct GuiOptions {
     // `prompt` next to the reference, then view it for `view_frames` frames.
     bool bench = false;      // print frame-time percentiles at the end
     std::string screenshot;  // write a PNG of the last frame
+    std::string running_screenshot; // and one while the run decodes, halfway through its steps
     std::string method = "snapkv";
     int budget = 16;
     std::string prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle.";

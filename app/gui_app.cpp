@@ -186,6 +186,8 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_option("--height", o.height, "window height in pixels")->capture_default_str();
     cmd.add_flag("--bench", o.bench, "run the scripted scenario and print frame-time percentiles (p50, p99)");
     cmd.add_option("--screenshot", o.screenshot, "run the scripted scenario and save its last frame as a PNG");
+    cmd.add_option("--screenshot-running", o.running_screenshot,
+                   "scenario: also save a frame of the run in progress, halfway through its steps");
     cmd.add_option("--method", o.method, "scenario: the method (a name; parameters at their defaults)")->capture_default_str();
     cmd.add_option("--budget", o.budget, "scenario: slots kept per layer and KV head")->capture_default_str();
     cmd.add_option("--prompt", o.prompt, "scenario: the chat prompt")->capture_default_str();

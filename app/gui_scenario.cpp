@@ -280,6 +280,11 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
         if (!options_.reload_plugin.empty()) ReloadDuringRun(shell);
         if (!snap.runs[live_run_].live() && reload_ != ReloadTest::Requested) return RunEnded(shell);
         if (options_.pause) ExercisePause(snap.runs[live_run_], snap.paused);
+        if (!options_.running_screenshot.empty() && !running_shot_ &&
+            int64_t(snap.runs[live_run_].steps.size()) * 2 >= options_.steps) {
+            shot_ = options_.running_screenshot;
+            running_shot_ = true;
+        }
         if (options_.stop_in_reference && snap.runs[live_run_].status == RunView::Status::Reference)
             Press({GLFW_KEY_LEFT_SHIFT, GLFW_KEY_F5}); // Run: stop
         return;

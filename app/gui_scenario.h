@@ -70,6 +70,7 @@ private:
     enum class PauseTest { Start, Pausing, Paused, Stepped, Resumed, Failed } pause_ = PauseTest::Start;
     int pause_frames_ = 0;
     size_t paused_at_ = 0, stepped_to_ = 0; // steps shown while paused, and after one Step
+    bool running_shot_ = false;      // the frame of the run in progress is saved
     size_t tour_runs_ = 0;           // runs before the tour's second run
     size_t tour_shot_ = 0;           // the tour's shot in progress
     int shot_frame_ = 0;

@@ -714,6 +714,9 @@ TEST(Razor, InductionOrEchoHeadsKeepEverythingTheOthersPayTheCompensationSlot) {
     EXPECT_EQ(r.info.needs, KVS_NEEDS_HEAD_ROLES | KVS_COMPENSATE);
     // 280 slots: KV head 2 (0.8) full, then KV head 0 (0.6) full leaves 80 for two: 40 each, 39 tokens + the slot.
     EXPECT_EQ(all_head_budgets(r, v), (std::vector<int64_t>{100, 39, 100, 39}));
+    Instance plain("razor", {{"induction", 0.125}, {"echo", 0.125}, {"compensate", 0}}); // no slot to pay for
+    EXPECT_EQ(plain.info.needs, KVS_NEEDS_HEAD_ROLES);
+    EXPECT_EQ(all_head_budgets(plain, v), (std::vector<int64_t>{100, 40, 100, 40}));
     Instance all("razor", {{"induction", 1.0}});
     View roomy = profiled(4, 2, 100, 100, {{KVS_ROLE_INDUCTION, {1, 1, 1, 1, 1, 1, 1, 1}}});
     EXPECT_EQ(all_head_budgets(all, roomy), (std::vector<int64_t>{100, 100, 100, 100})); // all retrieval: full

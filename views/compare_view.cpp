@@ -93,9 +93,12 @@ void BytesByBudget(const Snapshot& snap) {
     for (const auto& [budget, runs] : by_budget)
         for (int i : runs) {
             const RunTotals t = Totals(snap.runs[size_t(i)]);
-            const float share = t.reference_kv_bytes > 0 ? float(t.kv_bytes) / float(t.reference_kv_bytes) : 1.0f;
-            char text[64];
-            std::snprintf(text, sizeof text, "budget %s  #%d  %s", budget.c_str(), i + 1, FormatBytes(double(t.kv_bytes)));
+            // A run opened from the database has no reference bytes: no share to draw, only its bytes.
+            const bool known = t.reference_kv_bytes > 0;
+            const float share = known ? float(t.kv_bytes) / float(t.reference_kv_bytes) : 0.0f;
+            char text[96];
+            std::snprintf(text, sizeof text, "budget %s  #%d  %s%s", budget.c_str(), i + 1, FormatBytes(double(t.kv_bytes)),
+                          known ? "" : " (no reference bytes stored)");
             ImGui::PushStyleColor(ImGuiCol_PlotHistogram, RunColor(i));
             ImGui::ProgressBar(share, {-1, 0}, text);
             ImGui::PopStyleColor();

@@ -25,15 +25,18 @@ struct Razor {
         {"induction", KVS_PARAM_FLOAT, 0.15, 0, 1, "share of query heads that are retrieval heads by induction score"},
         {"echo", KVS_PARAM_FLOAT, 0.01, 0, 1, "share of query heads that are retrieval heads by echo score"},
         {"sinks", KVS_PARAM_INT, 4, 0, 1 << 20, "first tokens a non-retrieval head never evicts"},
+        {"compensate", KVS_PARAM_BOOL, 1, 0, 1, "keep the compensation slot (0: drop evicted tokens outright)"},
     };
 
     double induction_share, echo_share;
     int64_t sinks;
+    bool compensate;
 
-    Razor(const double* p, kvs_instance_info& info) : induction_share(p[0]), echo_share(p[1]), sinks(int64_t(p[2])) {
+    Razor(const double* p, kvs_instance_info& info)
+        : induction_share(p[0]), echo_share(p[1]), sinks(int64_t(p[2])), compensate(p[3] != 0) {
         info.sinks = sinks;
         info.every = 1;
-        info.needs = KVS_NEEDS_HEAD_ROLES | KVS_COMPENSATE;
+        info.needs = KVS_NEEDS_HEAD_ROLES | (compensate ? KVS_COMPENSATE : 0u);
     }
 
     at::Tensor score(const kvs::Step& s) const { return s.positions.to(at::kFloat); } // newest first
@@ -41,7 +44,7 @@ struct Razor {
     void head_budgets(const kvs::Step& s, const at::Tensor&, int64_t* out) const {
         const int64_t heads = int64_t(s.v.n_layer) * s.v.n_head_kv;
         const std::vector<bool> full = kvs::two_class_budgets(heads, s.v.n_slots, s.v.budget, retrieval_heads(s), sinks + 2, out);
-        for (int64_t i = 0; i < heads; ++i)
+        for (int64_t i = 0; i < heads && compensate; ++i)
             if (!full[size_t(i)] && out[i] > 0) --out[i]; // the compensation slot's place
     }
 
