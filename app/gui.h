@@ -24,6 +24,7 @@ struct GuiOptions {
     int budget = 16;
     std::string prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle.";
     int steps = 24, view_frames = 120;
+    bool ignore_eos = false; // take all the steps, past the model's end-of-generation token
     double timeout_s = 300;
     // ... and, through the views as a user would: load a model with the model picker and a
     // plugin with the plugin manager before the run; export the stored run from the export

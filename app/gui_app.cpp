@@ -186,6 +186,7 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_option("--height", o.height, "window height in pixels")->capture_default_str();
     cmd.add_flag("--bench", o.bench, "run the scripted scenario and print frame-time percentiles (p50, p99)");
     cmd.add_option("--screenshot", o.screenshot, "run the scripted scenario and save its last frame as a PNG");
+    cmd.add_flag("--ignore-eos", o.ignore_eos, "scenario: take all the steps, past the end-of-generation token");
     cmd.add_option("--screenshot-running", o.running_screenshot,
                    "scenario: also save a frame of the run in progress, halfway through its steps");
     cmd.add_option("--method", o.method, "scenario: the method (a name; parameters at their defaults)")->capture_default_str();

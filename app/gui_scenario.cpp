@@ -163,6 +163,7 @@ void Scenario::StartRun(Shell& shell) {
     shell.setup().budget = options_.budget;
     shell.setup().n_predict = options_.steps;
     shell.setup().reference = true;
+    shell.setup().stop_at_end = !options_.ignore_eos;
     live_run_ = snap.runs.size();
     shell.RunNow();
     phase_ = Phase::Running;

@@ -341,7 +341,8 @@ struct GuiWorker::Impl : RunObserver {
                 s.runs[run].prompt_text = std::move(prompt_text);
             });
             ReferenceRun reference;
-            if (r.reference) RunReference(task, options.n_predict, reference);
+            options.stop_at_end_of_generation = r.stop_at_end;
+            if (r.reference) RunReference(task, options.n_predict, r.stop_at_end, reference);
             record_attention = r.record_attention;
             StartTrace(int64_t(task.prompt.size()) + (r.reference ? int64_t(reference.tokens.size()) : options.n_predict));
             if (stop) return SetStatus(RunView::Status::Stopped);
@@ -532,12 +533,13 @@ struct GuiWorker::Impl : RunObserver {
         if (paused && steps_allowed > 0) --steps_allowed;
     }
 
-    void RunReference(const TaskInstance& task, int64_t n_predict, ReferenceRun& reference) {
+    void RunReference(const TaskInstance& task, int64_t n_predict, bool stop_at_end, ReferenceRun& reference) {
         SetStatus(RunView::Status::Reference);
         Publish([&](Snapshot& s) { s.runs[run].reference_steps = n_predict; });
         ReferenceOptions ro;
         ro.n_predict = n_predict;
         ro.forced = task.forced;
+        ro.stop_at_end_of_generation = stop_at_end;
         ro.record_future = true; // oracle methods need it; cheap at the workbench's lengths
         ro.stop = [this] { return bool(stop); };
         reference = run_reference(*model, task.prompt, ro);

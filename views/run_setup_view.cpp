@@ -172,6 +172,10 @@ void RunControls(ViewContext& ctx) {
     ImGui::InputInt("seed", &setup.seed);
     HelpMarker("Seed for randomised methods; runs are deterministic for a seed.");
     ImGui::Checkbox("reference", &setup.reference);
+    ImGui::SameLine();
+    ImGui::Checkbox("stop at end of text", &setup.stop_at_end);
+    if (ImGui::IsItemHovered())
+        ImGui::SetTooltip("End the run at the model's end-of-generation token; off: always take all the steps.");
     HelpMarker("Also run the full cache, to measure token match, KL and memory against it.");
 
     const bool busy = !ctx.snapshot.runs.empty() && ctx.snapshot.runs.back().live();
@@ -247,6 +251,7 @@ RunRequest MakeRunRequest(const Snapshot& snapshot, const RunSetupState& setup) 
     r.budget = setup.budget_fraction ? std::to_string(setup.budget) + "%" : std::to_string(setup.budget);
     r.seed = uint64_t(setup.seed);
     r.reference = setup.reference;
+    r.stop_at_end = setup.stop_at_end;
     r.n_predict = setup.n_predict;
     return r;
 }

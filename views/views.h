@@ -25,6 +25,7 @@ struct RunRequest {
     bool reference = true;
     int64_t n_predict = 32;
     bool record_attention = true; // each decode step's attention, binned (AttentionTrace)
+    bool stop_at_end = true;      // at the model's end-of-generation token (else all n_predict steps)
 };
 
 // One query head's attention on the probe that defines `role` (HeadAnalysis::map).
@@ -78,6 +79,7 @@ struct RunSetupState {
     int seed = 0;
     bool reference = true;
     int n_predict = 32;
+    bool stop_at_end = true;         // end the run at the model's end-of-generation token
 };
 
 // The session browser's, export dialog's and plugin manager's fields, owned by the app so
