@@ -136,6 +136,7 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
                     (long long)(run.n_prompt + step - 1), row ? row[h.x] : 0.0f);
         CellText("keys", p_0, p_1, TokenAt(run, p_0));
         if (gone > 0) ImGui::Text("%lld of them evicted from KV head %d by then", (long long)gone, head / group);
+        KeepGrid(run, ctx.snapshot.model, p_0, step);
         ImGui::EndTooltip();
         if (h.clicked) {
             ctx.selection.run = r;

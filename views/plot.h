@@ -59,6 +59,10 @@ struct Series {
 int64_t LinePlot(const char* id, const char* unit, const std::vector<Series>& series, ImVec2 size,
                  int64_t selected_step);
 
+// Inside a tooltip: which (layer, KV head) caches of `run` still hold position `pos` after
+// `step`, as a small grid (the token strip's and the heatmap's hover).
+void KeepGrid(const RunView& run, const ModelInfo& model, int64_t pos, int64_t step);
+
 // A "(?)" marker whose tooltip explains what a number is, in one sentence.
 void HelpMarker(const char* text);
 // A heading over a group of widgets: a label and a rule (1.86 has no SeparatorText).

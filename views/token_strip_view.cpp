@@ -10,36 +10,6 @@ namespace kvscope {
 
 namespace {
 
-// Whether position `pos` is still in (layer, head)'s cache after `step`, for every pair:
-// kept[layer * n_head + head].
-std::vector<bool> KeepState(const RunView& run, int n_layer, int n_head, int64_t pos, int64_t step) {
-    std::vector<bool> kept(size_t(n_layer * n_head), true);
-    for (const Eviction& e : run.evictions) {
-        if (e.step > step) break;
-        if (e.position == pos && e.layer < n_layer && e.head < n_head) kept[size_t(e.layer * n_head + e.head)] = false;
-    }
-    return kept;
-}
-
-void KeepGrid(const RunView& run, const ModelInfo& model, int64_t pos, int64_t step) {
-    const int n_layer = model.n_layer, n_head = model.n_head_kv;
-    if (n_layer == 0 || n_head == 0) return;
-    const std::vector<bool> kept = KeepState(run, n_layer, n_head, pos, step);
-    const int n_kept = int(std::count(kept.begin(), kept.end(), true));
-    ImGui::Text("key kept in %d of %d (layer, KV head) caches after step %lld", n_kept, n_layer * n_head, (long long)step);
-    const float cell = ImGui::GetTextLineHeight() * 0.5f;
-    ImDrawList* dl = ImGui::GetWindowDrawList();
-    const ImVec2 o = ImGui::GetCursorScreenPos();
-    for (int h = 0; h < n_head; ++h)
-        for (int l = 0; l < n_layer; ++l) {
-            const ImVec2 a{o.x + float(l) * cell, o.y + float(h) * cell};
-            dl->AddRectFilled(a, {a.x + cell - 1, a.y + cell - 1},
-                              kept[size_t(l * n_head + h)] ? ScoreColor(0.85f) : IM_COL32(70, 70, 70, 255));
-        }
-    ImGui::Dummy({float(n_layer) * cell, float(n_head) * cell});
-    ImGui::TextDisabled("columns: layers 0..%d, rows: KV heads; grey = evicted", n_layer - 1);
-}
-
 void Tooltip(const ViewContext& ctx, const RunView& run, int64_t step) {
     const StepRow& row = run.steps[size_t(step)];
     ImGui::BeginTooltip();
