@@ -707,8 +707,11 @@ TEST(KvStoreState, ChannelsMoveWithTheirSlots) {
         for (int64_t g = 0; g < kKvHeads; ++g) {
             at::Tensor st = h.store.state(l);
             const std::vector<int32_t>& row_pos = h.store.row_positions(l, g);
-            for (size_t r = 0; r < row_pos.size(); ++r)
-                if (row_pos[r] >= h.store.n_past() - 2) EXPECT_EQ(st[g][int64_t(r)].abs().sum().item<float>(), 0.0f);
+            for (size_t r = 0; r < row_pos.size(); ++r) {
+                if (row_pos[r] >= h.store.n_past() - 2) {
+                    EXPECT_EQ(st[g][int64_t(r)].abs().sum().item<float>(), 0.0f);
+                }
+            }
         }
     // Through a second eviction with compaction inside pages, and a shrink.
     write(0);
