@@ -89,7 +89,7 @@ std::vector<PluginInfo> Plugins(const PluginRegistry& registry) {
     std::vector<PluginInfo> out;
     for (const auto& p : registry.plugins())
         out.push_back({p->name, p->origin, p->descriptor->build_tag ? p->descriptor->build_tag : "",
-                       int32_t(p->descriptor->abi_version)});
+                       int32_t(p->descriptor->abi_version), p->crash()});
     return out;
 }
 
@@ -265,7 +265,9 @@ struct GuiWorker::Impl : RunObserver {
             hash.clear(), probes.clear(), head_roles.reset(); // the last model's
             const ModelConfig& c = model->config();
             Publish([&](Snapshot& s) {
-                s.heads = HeadAnalysis{.revision = s.heads.revision + 1}; // the grid empties
+                const uint32_t revision = s.heads.revision;
+                s.heads = HeadAnalysis{}; // the grid empties
+                s.heads.revision = revision + 1;
                 s.model.name = c.name;
                 s.model.device = model->device().str();
                 s.model.n_layer = int32_t(c.n_layer);
@@ -309,6 +311,11 @@ struct GuiWorker::Impl : RunObserver {
         stop = false;
         RunAndStore(r);
         SetPaused(false); // a pause belongs to the run it paused
+        // A plugin that crashed in the run is off now: the plugin manager says so.
+        Publish([&](Snapshot& s) {
+            s.catalog.plugins = Plugins(*registry);
+            ++s.catalog.version;
+        });
     }
 
     void RunAndStore(const RunRequest& r) {

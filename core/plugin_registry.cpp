@@ -1,5 +1,6 @@
 #include "core/plugin_registry.h"
 
+#include "core/crash_guard.h"
 #include "core/error.h"
 #include "plugins/sdk/kvscope_plugin_aten.h"
 
@@ -17,11 +18,21 @@ namespace fs = std::filesystem;
 const char* host_build_tag() { return KVS_BUILD_TAG; }
 
 Plugin::~Plugin() {
-    if (handle) dlclose(handle);
+    if (handle && crash_.empty()) dlclose(handle); // a crashed library stays mapped: dlclose runs its destructors
     if (!loaded_copy.empty()) {
         std::error_code ignored;
         fs::remove(loaded_copy, ignored);
     }
+}
+
+void Plugin::mark_crashed(const std::string& what) const {
+    std::lock_guard lock(crash_mutex_);
+    if (crash_.empty()) crash_ = what;
+}
+
+std::string Plugin::crash() const {
+    std::lock_guard lock(crash_mutex_);
+    return crash_;
 }
 
 namespace {
@@ -116,11 +127,21 @@ const Plugin& PluginRegistry::load(const std::string& path) {
     if (!entry)
         throw Error(path, "plugin", std::string("exports no ") + KVS_ENTRY_SYMBOL +
                                         "() entry point (declare it extern \"C\" KVS_EXPORT)");
-    try {
-        plugin->descriptor = entry();
-    } catch (const std::exception& e) {
-        throw Error(path, "plugin", std::string(KVS_ENTRY_SYMBOL) + "() threw: " + e.what());
+    std::string thrown;
+    auto call_entry = [&] {
+        try {
+            plugin->descriptor = entry();
+        } catch (const std::exception& e) {
+            thrown = e.what();
+        } catch (...) {
+            thrown = "an unknown exception";
+        }
+    };
+    if (const std::optional<Crash> crash = guarded(call_entry)) {
+        plugin->handle = nullptr; // left mapped: dlclose would run more of its code
+        throw Error(path, "plugin", std::string(KVS_ENTRY_SYMBOL) + "() crashed: " + describe(*crash));
     }
+    if (!thrown.empty()) throw Error(path, "plugin", std::string(KVS_ENTRY_SYMBOL) + "() threw: " + thrown);
     check_descriptor(plugin->descriptor, path);
     plugin->name = plugin->descriptor->name;
     add(plugin);

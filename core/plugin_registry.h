@@ -5,6 +5,7 @@
 #include "plugins/sdk/kvscope_plugin.h"
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,16 @@ struct Plugin {
     void* handle = nullptr; // dlopen handle, null for the built-in plugin
     std::string loaded_copy; // the private copy dlopen read (so the file can change under it)
     ~Plugin();
+
+    // A plugin whose code crashed (core/crash_guard.h) may have left its memory and locks in
+    // any state: the host calls none of its code again, and refuses its methods, until it
+    // is reloaded. crash() is empty while it has not crashed.
+    void mark_crashed(const std::string& what) const;
+    std::string crash() const;
+
+private:
+    mutable std::mutex crash_mutex_;
+    mutable std::string crash_;
 };
 
 struct MethodRef {

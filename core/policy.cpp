@@ -1,5 +1,6 @@
 #include "core/policy.h"
 
+#include "core/crash_guard.h"
 #include "core/error.h"
 #include "core/head_roles.h"
 #include "core/kv_store.h"
@@ -58,7 +59,9 @@ struct Policy::Instance {
     // Here rather than in ~Policy: when the constructor throws (a later method's create
     // fails, two scorers), ~Policy does not run but the instances made so far still go.
     ~Instance() {
-        if (self) ref.method->destroy(self);
+        if (!self || !ref.plugin->crash().empty()) return; // a crashed plugin's code is not run again
+        auto destroy = [this] { ref.method->destroy(self); };
+        if (const std::optional<Crash> crash = guarded(destroy)) ref.plugin->mark_crashed(where("destroy") + ": " + describe(*crash));
     }
 
     std::string where(const char* hook, int64_t layer = -1) const {
@@ -69,19 +72,29 @@ struct Policy::Instance {
     [[noreturn]] void fault(const char* hook, int64_t layer, const std::string& message) const {
         throw Error(where(hook, layer) + ": " + message);
     }
-    // Runs a hook: a nonzero return, an exception or overtime becomes an Error.
+    // Runs a hook: a nonzero return, an exception, a crash or overtime becomes an Error.
     template <class F> void call(const char* hook, int64_t layer, double limit, F&& f) const {
+        const std::string earlier = ref.plugin->crash();
+        if (!earlier.empty()) fault(hook, layer, "not run: the plugin crashed earlier (" + earlier + "); reload it");
         char err[512] = "";
-        int rc;
+        int rc = 0;
+        std::string thrown;
+        auto run = [&] {
+            try {
+                rc = f(err, sizeof err);
+            } catch (const std::exception& e) {
+                thrown = std::string("threw: ") + e.what();
+            } catch (...) {
+                thrown = "threw an unknown exception";
+            }
+        };
         auto start = Clock::now();
-        try {
-            rc = f(err, sizeof err);
-        } catch (const std::exception& e) {
-            fault(hook, layer, std::string("threw: ") + e.what());
-        } catch (...) {
-            fault(hook, layer, "threw an unknown exception");
+        if (const std::optional<Crash> crash = guarded(run)) {
+            ref.plugin->mark_crashed(where(hook, layer) + ": " + describe(*crash));
+            fault(hook, layer, "crashed: " + describe(*crash) + ". The plugin is off until it is reloaded");
         }
         const double took = std::chrono::duration<double>(Clock::now() - start).count();
+        if (!thrown.empty()) fault(hook, layer, thrown);
         if (rc != 0) fault(hook, layer, std::string("failed (") + std::to_string(rc) + "): " + (err[0] ? err : "no message"));
         if (took > limit) fault(hook, layer, "took " + std::to_string(took) + " s, over the limit of " + std::to_string(limit) + " s");
     }

@@ -2,7 +2,8 @@
 // - the loader refuses a broken library with an Error naming the file and the fault;
 // - a method that misbehaves during a run fails that run (status "failed", the error
 //   naming the plugin, the method, the hook and the fault), its instances are destroyed,
-//   and the next run in the same process works;
+//   and the next run in the same process works; one that crashes (a signal) does the same,
+//   and its plugin is refused until it is reloaded;
 // - loading the same path again replaces the plugin, while a Policy made before the
 //   reload keeps running the old library's code;
 // - the out-of-tree example (plugins/examples/recency_decay, compiled in-tree here) scores
@@ -264,6 +265,39 @@ INSTANTIATE_TEST_SUITE_P(
             if (c == '+') c = '_';
         return name;
     });
+
+// A hook that crashes fails the run, naming the hook and the signal, and the process
+// lives on. The plugin is off from then on (its state is whatever the crash left): its
+// other methods are refused, naming the crash, until a reload brings a fresh copy; the
+// built-in methods run as before. Each case loads its own copy of the plugin.
+class PluginCrashes : public PluginRuns, public ::testing::WithParamInterface<Fault> {};
+
+TEST_P(PluginCrashes, FailTheRunAndTurnThePluginOffUntilItIsReloaded) {
+    const Fault& f = GetParam();
+    auto registry = builtin_registry();
+    registry->load(TEST_PLUGIN_FAULTY);
+    const RunSummary crashed = run(*registry, f.spec);
+    EXPECT_EQ(crashed.status, "failed");
+    std::vector<std::string> words = {"plugin 'faulty'", f.method + "." + f.hook, "crashed: "};
+    words.insert(words.end(), f.words.begin(), f.words.end());
+    expect_has(crashed.error, words);
+
+    const RunSummary refused = run(*registry, "score_zero");
+    EXPECT_EQ(refused.status, "failed");
+    expect_has(refused.error, {"score_zero.create", "crashed earlier", f.method + "." + f.hook, "reload"});
+    EXPECT_EQ(run(*registry, "snapkv").status, "ok");
+
+    registry->load(TEST_PLUGIN_FAULTY);
+    const RunSummary reloaded = run(*registry, "score_zero");
+    EXPECT_EQ(reloaded.status, "ok") << reloaded.error;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hooks, PluginCrashes,
+    ::testing::Values(Fault{"score_segfaults", "score_segfaults", "score", {"SIGSEGV", "at address 0x"}},
+                      Fault{"score_divides_by_zero", "score_divides_by_zero", "score", {"SIGFPE"}},
+                      Fault{"score_overflows_stack", "score_overflows_stack", "score", {"SIGSEGV"}}),
+    [](const ::testing::TestParamInfo<Fault>& info) { return info.param.spec; });
 
 TEST_F(PluginRuns, TwoScorersAreRefusedAndBothInstancesDestroyed) {
     const RunSummary s = run(*registry_, "score_zero+select_duplicate");

@@ -1,5 +1,6 @@
 // Plugin manager: the loaded plugins (name, origin, ABI version, build tag), their methods
-// and parameter schemas, the loads that failed; load a .so, or reload one after a rebuild.
+// and parameter schemas, the loads that failed, the plugins that crashed (off until they
+// are reloaded); load a .so, or reload one after a rebuild.
 // The worker loads between runs, so a reload never pulls a library from under a run.
 #include "views/plot.h"
 #include "views/views.h"
@@ -37,6 +38,11 @@ void PluginEntry(ViewContext& ctx, const PluginInfo& p, bool busy) {
         if (ImGui::SmallButton("Reload")) ctx.commands.load_plugin = p.origin;
         if (ImGui::IsItemHovered())
             ImGui::SetTooltip(busy ? "Reloads once the run in progress ends." : "Load the file again (after a rebuild).");
+    }
+    if (!p.crash.empty()) {
+        ImGui::SameLine();
+        ImGui::TextColored(ImVec4{1, 0.45f, 0.4f, 1}, "crashed, off");
+        if (ImGui::IsItemHovered()) ImGui::SetTooltip("Its code is not run again until it is reloaded: %s", p.crash.c_str());
     }
     if (open) {
         ImGui::TextDisabled("%s", p.origin.c_str());

@@ -100,6 +100,7 @@ struct StoredRunRow {
 struct PluginInfo {
     std::string name, origin, build_tag; // origin: "built-in" or the .so's path
     int32_t abi_version = 0;
+    std::string crash; // where and how its code crashed; it is off until reloaded (empty: it has not)
 };
 
 // An export format (app/export_formats.h): its name and what the file holds.

@@ -1,4 +1,5 @@
-// Test plugin: one method per run-time fault the policy host must stop (tests/test_plugins.cpp).
+// Test plugin: one method per run-time fault the policy host must stop (tests/test_plugins.cpp),
+// crashes included.
 // Each select_* method keeps the newest slots of each head, then breaks the rule its name
 // says. kvs_test_live_instances() counts instances created and not yet destroyed.
 #include "plugins/sdk/kvscope_plugin.h"
@@ -39,6 +40,23 @@ int score_zero(void*, const kvs_step_view*, DLTensor* out, char*, size_t) {
     std::fill_n(static_cast<float*>(out->data), out->shape[0] * out->shape[1] * out->shape[2], 0.f);
     return 0;
 }
+
+// Crashes, each on the thread that calls the hook (core/crash_guard.h catches them).
+volatile int g_zero = 0;
+int* volatile g_nowhere = nullptr;
+int score_segfaults(void*, const kvs_step_view*, DLTensor*, char*, size_t) {
+    *g_nowhere = 1;
+    return 0;
+}
+int score_divides_by_zero(void*, const kvs_step_view* v, DLTensor*, char*, size_t) {
+    return v->n_layer / g_zero; // integer division: SIGFPE on x86 and most others
+}
+int recurse(int depth) {
+    volatile char frame[4096];
+    frame[0] = char(depth);
+    return g_zero == 0 ? recurse(depth + 1) + frame[0] : 0; // not a tail call
+}
+int score_overflows_stack(void*, const kvs_step_view*, DLTensor*, char*, size_t) { return recurse(0); }
 
 enum Fault { OUT_OF_RANGE, DUPLICATE, OVER_BUDGET, EVICTS_SINK };
 template <Fault F> int select(void*, const kvs_step_view* v, int64_t* slots, int64_t* counts, char*, size_t) {
@@ -111,6 +129,9 @@ extern "C" KVS_EXPORT const kvs_plugin* kvscope_plugin(void) {
         method("score_throws", create, score_throws),
         method("score_nan", create, score_nan),
         method("score_zero", create, score_zero), // well behaved
+        method("score_segfaults", create, score_segfaults),
+        method("score_divides_by_zero", create, score_divides_by_zero),
+        method("score_overflows_stack", create, score_overflows_stack),
         method("select_out_of_range", create, nullptr, select<OUT_OF_RANGE>),
         method("select_duplicate", create, nullptr, select<DUPLICATE>),
         method("select_over_budget", create, nullptr, select<OVER_BUDGET>),
