@@ -5,6 +5,7 @@
 #include "app/gui_scenario.h"
 #include "app/gui_shell.h"
 #include "app/gui_worker.h"
+#include "views/image_builder.h"
 
 #include <imgui.h>
 #include <imgui_impl_glfw.h>
@@ -145,6 +146,8 @@ int run_gui(const GuiOptions& options) {
     if (options.scripted()) scenario.emplace(options);
 
     double frame_ms = 0;
+    constexpr int kShotWait = 600;
+    int shot_wait = 0; // frames the scenario's screenshot has waited for its images
     while (!glfwWindowShouldClose(window.handle) && !shell.quit() && !(scenario && scenario->done())) {
         const auto start = std::chrono::steady_clock::now();
         glfwPollEvents();
@@ -161,8 +164,16 @@ int run_gui(const GuiOptions& options) {
         glClearColor(bg.x, bg.y, bg.z, 1);
         glClear(GL_COLOR_BUFFER_BIT);
         ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-        if (const std::string shot = scenario ? scenario->screenshot() : ""; !shot.empty() && !Screenshot(shot))
-            std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
+        // A shot shows the images its views asked for: it waits while they are built (a few
+        // frames; past kShotWait frames it is saved as it is, and says so).
+        if (const std::string shot = scenario ? scenario->screenshot() : ""; !shot.empty()) {
+            if (ImagesSettled() || ++shot_wait > kShotWait) {
+                if (shot_wait > kShotWait) std::fprintf(stderr, "kvscope: warning: %s saved with images still building\n", shot.c_str());
+                if (!Screenshot(shot)) std::fprintf(stderr, "kvscope: error: cannot write %s\n", shot.c_str());
+                scenario->ShotSaved();
+                shot_wait = 0;
+            }
+        }
         glfwSwapBuffers(window.handle);
         glFinish(); // the frame is drawn (a software renderer draws here), so its time counts
         frame_ms = MsSince(start);

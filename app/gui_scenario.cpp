@@ -252,11 +252,11 @@ void Scenario::WindowShot(Shell& shell) {
 }
 
 void Scenario::Advance(Shell& shell, double last_frame_ms) {
-    shot_.clear();
     ReleaseKeys();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (phase_ < Phase::MainShot && elapsed > options_.timeout_s)
         return Fail("timed out after " + std::to_string(int(elapsed)) + " s");
+    if (!shot_.empty()) return; // its images are still being built
     const Snapshot& snap = shell.snapshot();
     switch (phase_) {
     case Phase::WaitModel:

@@ -24,8 +24,10 @@ public:
     // Before each frame's Shell::Frame; `last_frame_ms` is the previous frame's time.
     void Advance(Shell& shell, double last_frame_ms);
     // The PNG to write of this frame, once drawn (empty: none): the --screenshot, a window
-    // view's beside it, or a tour's shot.
+    // view's beside it, or a tour's shot. The app saves it once the frame's images are
+    // built (views/image_builder.h); until ShotSaved(), Advance waits.
     const std::string& screenshot() const { return shot_; }
+    void ShotSaved() { shot_.clear(); }
     bool done() const { return phase_ == Phase::Done; }
     // Prints what happened and the frame times; the exit status.
     int Finish(const Shell& shell);

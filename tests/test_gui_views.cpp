@@ -1,13 +1,19 @@
 // The views' data logic, without a window: folding long axes (the heatmaps' pooling keeps
 // the max or the total), the attention trace's memory cap and thinning and its copy to the
-// UI, the kept sets two runs diff, and the selection's query head.
+// UI, the kept sets two runs diff, the selection's query head, and the image builder
+// (newest request wins, the UI thread uploads).
+#include "views/image_builder.h"
 #include "views/snapshot.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
 #include <numeric>
 #include <random>
+#include <thread>
 
 namespace kvscope {
 namespace {
@@ -163,6 +169,88 @@ TEST(Selection, QueryHeadFollowsTheKvHead) {
     s.head = 0; // another KV head selected since: its first query head
     EXPECT_EQ(SelectedQueryHead(s, 3), 0);
     EXPECT_EQ(SelectedQueryHead(s, 0), 0); // a bad group size is taken as 1
+}
+
+// ---- the image builder: uploads counted by a fake texture API on this (the UI) thread.
+struct Uploads {
+    static inline int count = 0, width = 0, height = 0;
+    static inline uint32_t first = 0;
+    static inline std::thread::id thread;
+    static ImTextureID Upload(ImTextureID reuse, int w, int h, const uint32_t* rgba) {
+        ++count, width = w, height = h, first = rgba[0], thread = std::this_thread::get_id();
+        return reuse ? reuse : reinterpret_cast<ImTextureID>(uintptr_t(7));
+    }
+};
+
+// Polls the builder as the UI would each frame, until it shows `key` (or 10 s pass).
+bool ShowsWithin(ImageBuilder& b, const ImageKey& key) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+        b.Texture(Uploads::Upload);
+        if (b.ShownKey() == key) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+}
+
+Image Filled(int w, int h, uint32_t c) { return {w, h, std::vector<uint32_t>(size_t(w) * size_t(h), c)}; }
+
+struct ImGuiContextForTest {
+    ImGuiContextForTest() { ImGui::CreateContext(); }
+    ~ImGuiContextForTest() { ImGui::DestroyContext(); }
+};
+
+TEST(ImageBuilder, BuildsOffThisThreadAndUploadsOnIt) {
+    ImGuiContextForTest context;
+    Uploads::count = 0;
+    ImageBuilder b;
+    EXPECT_EQ(b.Texture(Uploads::Upload), nullptr) << "nothing built yet";
+    std::atomic<bool> built_here{true};
+    const auto ui = std::this_thread::get_id();
+    ASSERT_TRUE(b.Wants({1, 2}));
+    b.Request({1, 2}, [&] {
+        built_here = std::this_thread::get_id() == ui;
+        return Filled(3, 2, 0xff00ff00u);
+    });
+    EXPECT_FALSE(b.Wants({1, 2})) << "the key asked for is not wanted again";
+    ASSERT_TRUE(ShowsWithin(b, {1, 2}));
+    EXPECT_FALSE(built_here);
+    EXPECT_EQ(Uploads::count, 1);
+    EXPECT_EQ(Uploads::thread, ui);
+    EXPECT_EQ(Uploads::width, 3);
+    EXPECT_EQ(Uploads::height, 2);
+    EXPECT_EQ(Uploads::first, 0xff00ff00u);
+    EXPECT_TRUE(b.Settled());
+    EXPECT_TRUE(ImagesSettled());
+    b.Texture(Uploads::Upload);
+    EXPECT_EQ(Uploads::count, 1) << "an image is uploaded once";
+}
+
+// While one image is being built, later requests replace each other: only the newest is
+// built next, and until it is done the last finished image is the one shown.
+TEST(ImageBuilder, TheNewestRequestWinsAndTheLastImageStaysMeanwhile) {
+    ImGuiContextForTest context;
+    ImageBuilder b;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<int> built_second{0}, built_third{0};
+    std::atomic<bool> first_started{false};
+    b.Request({1}, [released, &first_started] {
+        first_started = true;
+        released.wait();
+        return Filled(1, 1, 1);
+    });
+    while (!first_started) std::this_thread::yield();
+    b.Request({2}, [&] { return ++built_second, Filled(1, 1, 2); });
+    b.Request({3}, [&] { return ++built_third, Filled(1, 1, 3); });
+    EXPECT_FALSE(b.Settled());
+    EXPECT_EQ(b.Texture(Uploads::Upload), nullptr) << "the first is still being built";
+    release.set_value();
+    ASSERT_TRUE(ShowsWithin(b, {3}));
+    EXPECT_EQ(built_second, 0) << "a request replaced while waiting is never built";
+    EXPECT_EQ(built_third, 1);
+    EXPECT_EQ(Uploads::first, 3u);
+    EXPECT_TRUE(b.Settled());
 }
 
 } // namespace

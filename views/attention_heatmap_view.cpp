@@ -6,12 +6,15 @@
 //          cap), keys the head's cache had evicted by then greyed over their colour;
 //   probe  the head analysis' map of the head last clicked in the head grid, on the probe
 //          that defines its role (max-pooled to at most 512 x 512 cells).
-// Each is one texture, rebuilt only when its data, layer or head changes; the mouse wheel
+// Each is one texture, rebuilt only when its data, layer or head changes (the run's off the
+// UI thread, views/image_builder.h; the probe's is at most 512 x 512); the mouse wheel
 // zooms about the mouse, a drag pans, a double click shows it all again.
+#include "views/image_builder.h"
 #include "views/plot.h"
 #include "views/views.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 namespace kvscope {
@@ -20,36 +23,47 @@ namespace {
 
 const ImU32 kNoKey = IM_COL32(20, 20, 24, 255); // no such key yet (causality)
 
-// The run source's image: texel (bin, recorded step).
-struct RunImage {
-    ImTextureID texture = nullptr;
-    int run = -1, layer = -1, head = -1;
-    size_t steps = 0, evictions = 0;
-    uint32_t generation = 0;
-    std::vector<uint32_t> texels;
-
-    void Update(int r, const RunView& rv, const EvictionIndex& index, int l, int h, UploadTextureFn upload) {
-        const AttentionTrace& t = rv.attention;
-        if (texture && r == run && l == layer && h == head && t.steps.size() == steps &&
-            rv.evictions.size() == evictions && t.generation == generation)
-            return;
-        run = r, layer = l, head = h, steps = t.steps.size(), evictions = rv.evictions.size(), generation = t.generation;
-        texels.assign(std::max<size_t>(1, steps) * size_t(std::max(1, t.bins)), kNoKey);
-        for (size_t i = 0; i < steps; ++i) {
-            const float* row = t.Row(i, l, h);
-            const int64_t visible = rv.n_prompt + t.steps[i]; // step k's query sees positions < n_prompt + k
-            for (int b = 0; row && b < t.bins; ++b) {
-                const int64_t p0 = FoldStart(b, t.n_positions, t.bins);
-                const int64_t p1 = std::min(FoldStart(b + 1, t.n_positions, t.bins), visible);
-                if (p1 <= p0) continue;
-                int64_t gone = 0;
-                for (int64_t p = p0; p < p1; ++p) gone += index.At(p) < t.steps[i];
-                texels[i * size_t(t.bins) + size_t(b)] = GreyedColor(AttentionColor(row[b]), float(gone) / float(p1 - p0));
-            }
-        }
-        texture = upload(texture, std::max(1, t.bins), int(std::max<size_t>(1, steps)), texels.data());
-    }
+// The run source's image, texel (bin, recorded step), from copies of one head's rows.
+// Runs on the image builder's thread. A bin's keys are greyed by the share of them the
+// head's cache had evicted by the row's step: per bin, the eviction steps sorted, walked
+// once down the rows.
+struct RunRows {
+    int bins = 0;
+    int64_t n_prompt = 0, n_positions = 0;
+    std::vector<int32_t> steps;     // recorded decode steps
+    std::vector<float> mass;        // [steps][bins]; empty rows are NaN
+    std::vector<int32_t> evicted_at; // EvictionIndex::evicted_at
 };
+
+Image FoldRunMap(const RunRows& in) {
+    const size_t n_rows = std::max<size_t>(1, in.steps.size()), bins = size_t(std::max(1, in.bins));
+    Image image{int(bins), int(n_rows), std::vector<uint32_t>(n_rows * bins, kNoKey)};
+    for (size_t b = 0; b < size_t(in.bins); ++b) {
+        const int64_t p0 = FoldStart(int64_t(b), in.n_positions, in.bins), p1 = FoldStart(int64_t(b) + 1, in.n_positions, in.bins);
+        std::vector<int32_t> gone;
+        for (int64_t p = p0; p < p1 && size_t(p) < in.evicted_at.size(); ++p)
+            if (in.evicted_at[size_t(p)] != INT32_MAX) gone.push_back(in.evicted_at[size_t(p)]);
+        std::sort(gone.begin(), gone.end());
+        size_t n_gone = 0;
+        for (size_t i = 0; i < in.steps.size(); ++i) {
+            const float v = in.mass[i * bins + b];
+            const int64_t visible = std::min(p1, in.n_prompt + in.steps[i]); // step k's query sees positions < n_prompt + k
+            if (std::isnan(v) || visible <= p0) continue;
+            while (n_gone < gone.size() && gone[n_gone] < in.steps[i]) ++n_gone;
+            image.texels[i * bins + b] = GreyedColor(AttentionColor(v), float(n_gone) / float(visible - p0));
+        }
+    }
+    return image;
+}
+
+RunRows CopyRows(const RunView& rv, const EvictionIndex& index, int layer, int head) {
+    const AttentionTrace& t = rv.attention;
+    RunRows in{t.bins, rv.n_prompt, t.n_positions, t.steps, {}, index.evicted_at};
+    in.mass.resize(t.steps.size() * size_t(std::max(0, t.bins)), NAN);
+    for (size_t i = 0; i < t.steps.size(); ++i)
+        if (const float* row = t.Row(i, layer, head)) std::copy_n(row, t.bins, in.mass.begin() + ptrdiff_t(i * size_t(t.bins)));
+    return in;
+}
 
 // The probe source's image: texel (key cell, query cell).
 struct ProbeImage {
@@ -87,7 +101,7 @@ Hover ZoomableImage(const char* id, ImTextureID texture, int tex_w, int tex_h, Z
     zoom.Update(p0, size);
     ImGui::GetWindowDrawList()->AddImage(texture, p0, {p0.x + size.x, p0.y + size.y}, zoom.uv0, zoom.uv1);
     Hover h;
-    if (!ImGui::IsItemHovered()) return h;
+    if (!ImGui::IsItemHovered() || tex_w <= 0 || tex_h <= 0) return h;
     const ImVec2 uv = zoom.ToUV(p0, size, ImGui::GetIO().MousePos);
     h.x = std::clamp(int(uv.x * float(tex_w)), 0, tex_w - 1);
     h.y = std::clamp(int(uv.y * float(tex_h)), 0, tex_h - 1);
@@ -97,7 +111,7 @@ Hover ZoomableImage(const char* id, ImTextureID texture, int tex_w, int tex_h, Z
 
 void DrawRunMap(ViewContext& ctx, int layer, int head) {
     static EvictionIndex index;
-    static RunImage image;
+    static ImageBuilder image;
     static ZoomPan zoom;
     const int r = SelectedRun(ctx.selection, ctx.snapshot);
     if (r < 0) return ImGui::TextDisabled("No runs yet.");
@@ -107,7 +121,15 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
         return ImGui::TextDisabled("Run #%d has no attention recorded (it comes with each decode step).", r + 1);
     const int group = std::max(1, t.n_head / std::max(1, ctx.snapshot.model.n_head_kv));
     index.Update(r, run, layer, head / group);
-    image.Update(r, run, index, layer, head, ctx.upload_texture);
+    const ImageKey key = {r, layer, head, int64_t(t.steps.size()), int64_t(run.evictions.size()), t.generation};
+    if (image.Wants(key)) image.Request(key, [rows = CopyRows(run, index, layer, head)] { return FoldRunMap(rows); });
+    const ImTextureID texture = image.Texture(ctx.upload_texture);
+    if (!texture) return ImGui::TextDisabled("Folding the run's attention...");
+    // The texture may still be the last image asked for: rows of this trace (the newest
+    // steps may follow), or another head's, shown without a readout until its own is done.
+    const ImageKey& shown = image.ShownKey();
+    const bool current = shown[0] == r && shown[1] == layer && shown[2] == head && shown[5] == t.generation;
+    const int shown_rows = int(std::min<int64_t>(shown[3], int64_t(t.steps.size())));
     const int64_t per_bin = (t.n_positions + t.bins - 1) / t.bins;
     ColorLegend(AttentionColor, per_bin > 1 ? "share of the step's attention per bin, log 0.001 .. 1; grey: evicted"
                                             : "share of the step's attention, log 0.001 .. 1; grey: evicted");
@@ -115,11 +137,11 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
                "its keys got (the bins of a row sum to 1). Greyed: keys the head's cache had evicted by that step.");
 
     ImVec2 p0, size;
-    const Hover h = ZoomableImage("run map", image.texture, t.bins, int(t.steps.size()), zoom, p0, size);
+    const Hover h = ZoomableImage("run map", texture, t.bins, current ? shown_rows : 0, zoom, p0, size);
     if (ctx.selection.step >= 0) { // the recorded row at or before the selected step
-        const auto it = std::upper_bound(t.steps.begin(), t.steps.end(), ctx.selection.step);
+        const auto it = std::upper_bound(t.steps.begin(), t.steps.begin() + shown_rows, ctx.selection.step);
         if (it != t.steps.begin()) {
-            const float v = (float(it - t.steps.begin()) - 0.5f) / float(t.steps.size());
+            const float v = (float(it - t.steps.begin()) - 0.5f) / float(shown_rows);
             const float y = zoom.ToScreen(p0, size, {0, v}).y;
             if (y >= p0.y && y <= p0.y + size.y)
                 ImGui::GetWindowDrawList()->AddLine({p0.x, y}, {p0.x + size.x, y}, IM_COL32(255, 255, 255, 140));
@@ -144,8 +166,9 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
             ctx.selection.position = int(p_0);
         }
     }
-    ImGui::TextDisabled("key position 0..%lld across (%lld per bin), recorded decode steps %d..%d down (every %d)",
-                        (long long)t.n_positions - 1, (long long)per_bin, t.steps.front(), t.steps.back(), t.stride);
+    ImGui::TextDisabled("key position 0..%lld across (%lld per bin), recorded decode steps %d..%d down (every %d)%s",
+                        (long long)t.n_positions - 1, (long long)per_bin, t.steps.front(), t.steps.back(), t.stride,
+                        current ? "" : "; folding the new head's image");
 }
 
 void DrawProbeMap(ViewContext& ctx) {

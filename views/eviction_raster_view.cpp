@@ -2,8 +2,10 @@
 // head: where a key is held (score colour), where it has been evicted (grey), where it
 // does not exist yet (background). Drawn as one texture of at most one texel per pixel:
 // the positions and steps that share a texel are folded into the fraction evicted there,
-// so the cost is the view's size, not the run's. The image is rebuilt only when the run,
-// the head or the size changes.
+// so the cost is the view's size, not the run's. The image is built off the UI thread
+// (views/image_builder.h) when the run, the head, the size or the data changes; until it
+// is done the last one is drawn.
+#include "views/image_builder.h"
 #include "views/plot.h"
 #include "views/views.h"
 
@@ -25,46 +27,33 @@ void Tooltip(const RunView& run, const EvictionIndex& index, int64_t step, int64
     ImGui::EndTooltip();
 }
 
-// The raster as RGBA texels: texel (x, y) covers positions [x n_pos / W, (x+1) n_pos / W)
-// and steps [y n_steps / H, ...); its colour mixes kept and evicted by the fraction of
-// the positions there that exist and are gone.
-struct RasterImage {
-    ImTextureID texture = nullptr;
-    int run = -1, layer = -1, head = -1, width = 0, height = 0;
-    size_t steps = 0, evictions = 0;
-    std::vector<uint32_t> texels;
-
-    void Update(int r, const RunView& rv, const EvictionIndex& index, int w, int h, UploadTextureFn upload) {
-        w = std::max(1, w), h = std::max(1, h);
-        if (texture && r == run && index.layer == layer && index.head == head && w == width && h == height &&
-            rv.steps.size() == steps && rv.evictions.size() == evictions)
-            return;
-        run = r, layer = index.layer, head = index.head, width = w, height = h;
-        steps = rv.steps.size(), evictions = rv.evictions.size();
-        const int64_t n_steps = int64_t(steps), n_pos = rv.n_prompt + n_steps;
-        texels.assign(size_t(w) * size_t(h), IM_COL32(20, 20, 24, 255));
-        std::vector<int64_t> born, gone; // of the column's positions, sorted
-        for (int x = 0; x < w; ++x) {
-            const int64_t first = int64_t(x) * n_pos / w, end = std::max(first + 1, int64_t(x + 1) * n_pos / w);
-            born.clear(), gone.clear();
-            for (int64_t p = first; p < std::min(end, n_pos); ++p) {
-                born.push_back(FirstStep(rv, p));
-                if (index.At(p) != INT32_MAX) gone.push_back(index.At(p));
-            }
-            std::sort(gone.begin(), gone.end()); // born is increasing already
-            size_t n_born = 0, n_gone = 0;
-            for (int y = 0; y < h; ++y) {
-                const int64_t step = std::min(n_steps - 1, int64_t(y + 1) * n_steps / h - 1); // the texel's last step
-                while (n_born < born.size() && born[n_born] <= step) ++n_born;
-                while (n_gone < gone.size() && gone[n_gone] <= step) ++n_gone;
-                if (n_born == 0) continue;
-                texels[size_t(y) * size_t(w) + size_t(x)] = MixColor(ScoreColor(0.75f), IM_COL32(70, 70, 70, 255),
-                                                               float(n_gone) / float(n_born));
-            }
+// The raster's texels: texel (x, y) covers positions [x n_pos / W, (x+1) n_pos / W) and
+// steps [y n_steps / H, ...); its colour mixes kept and evicted by the fraction of the
+// positions there that exist and are gone. Runs on the image builder's thread, on copies.
+Image FoldRaster(const std::vector<int32_t>& evicted_at, int64_t n_prompt, int64_t n_steps, int w, int h) {
+    Image image{w, h, std::vector<uint32_t>(size_t(w) * size_t(h), IM_COL32(20, 20, 24, 255))};
+    const int64_t n_pos = n_prompt + n_steps;
+    std::vector<int64_t> born, gone; // of the column's positions, sorted
+    for (int x = 0; x < w; ++x) {
+        const int64_t first = int64_t(x) * n_pos / w, end = std::max(first + 1, int64_t(x + 1) * n_pos / w);
+        born.clear(), gone.clear();
+        for (int64_t p = first; p < std::min(end, n_pos); ++p) {
+            born.push_back(p < n_prompt ? 0 : p - n_prompt + 1); // FirstStep
+            if (size_t(p) < evicted_at.size() && evicted_at[size_t(p)] != INT32_MAX) gone.push_back(evicted_at[size_t(p)]);
         }
-        texture = upload(texture, w, h, texels.data());
+        std::sort(gone.begin(), gone.end()); // born is increasing already
+        size_t n_born = 0, n_gone = 0;
+        for (int y = 0; y < h; ++y) {
+            const int64_t step = std::min(n_steps - 1, int64_t(y + 1) * n_steps / h - 1); // the texel's last step
+            while (n_born < born.size() && born[n_born] <= step) ++n_born;
+            while (n_gone < gone.size() && gone[n_gone] <= step) ++n_gone;
+            if (n_born == 0) continue;
+            image.texels[size_t(y) * size_t(w) + size_t(x)] =
+                MixColor(ScoreColor(0.75f), IM_COL32(70, 70, 70, 255), float(n_gone) / float(n_born));
+        }
     }
-};
+    return image;
+}
 
 } // namespace
 
@@ -86,10 +75,17 @@ void DrawEvictionRasterView(ViewContext& ctx) {
     const ImVec2 p0 = ImGui::GetCursorScreenPos();
     const ImVec2 p1{p0.x + size.x, p0.y + std::max(label_h, size.y - label_h)};
     const float w = p1.x - p0.x, h = p1.y - p0.y;
-    static RasterImage image;
-    image.Update(r, run, index, int(std::min<int64_t>(n_pos, int64_t(w))), int(std::min<int64_t>(n_steps, int64_t(h))),
-                 ctx.upload_texture);
-    ImGui::Image(image.texture, {w, h});
+    // At most one texel per pixel, so the cost is the view's size, not the run's.
+    static ImageBuilder image;
+    const int tex_w = int(std::clamp<int64_t>(int64_t(w), 1, n_pos)), tex_h = int(std::clamp<int64_t>(int64_t(h), 1, n_steps));
+    const ImageKey key = {r, index.layer, index.head, tex_w, tex_h, n_steps, int64_t(run.evictions.size())};
+    if (image.Wants(key))
+        image.Request(key, [evicted_at = index.evicted_at, n_prompt = run.n_prompt, n_steps, tex_w, tex_h] {
+            return FoldRaster(evicted_at, n_prompt, n_steps, tex_w, tex_h);
+        });
+    const ImTextureID texture = image.Texture(ctx.upload_texture);
+    if (!texture) return ImGui::TextDisabled("Folding the raster...");
+    ImGui::Image(texture, {w, h});
     const bool hovered = ImGui::IsItemHovered(), clicked = ImGui::IsItemClicked();
     ImDrawList* dl = ImGui::GetWindowDrawList();
     auto y_of = [&](int64_t step) { return p0.y + float(double(step) / double(n_steps)) * h; };
