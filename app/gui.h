@@ -28,8 +28,8 @@ struct GuiOptions {
     double timeout_s = 300;
     // ... and, through the views as a user would: load a model with the model picker and a
     // plugin with the plugin manager before the run; export the stored run from the export
-    // dialog; open it again from the session browser; write a PNG of each window view
-    // beside `screenshot`.
+    // dialog; open it again from the session browser; write a PNG of each tab view (compare,
+    // sessions, plugins, export), then of the export view popped out, beside `screenshot`.
     std::string load_model, load_plugin, export_path, export_format = "json";
     bool pause = false;             // pause the run at its first step (Space), step once ("."), resume
     bool stop_in_reference = false; // stop the run (Shift+F5) while its reference runs

@@ -27,7 +27,7 @@ void PrintFrames(const char* what, const std::vector<double>& ms) {
 }
 
 // "Session browser" -> "scenario-session-browser.png" beside the main screenshot.
-std::string WindowShotPath(const std::string& screenshot, const char* view) {
+std::string TabShotPath(const std::string& screenshot, const char* view) {
     std::string slug;
     for (const char* c = view; *c; ++c) slug += std::isalnum(static_cast<unsigned char>(*c)) ? char(std::tolower(*c)) : '-';
     size_t dot = screenshot.rfind('.');
@@ -58,6 +58,10 @@ const Shot kShots[] = {{"run-setup", "Run setup"},
                        {"attention-probe", "Attention heatmap", true},
                        {"compare", "Compare"}};
 const int kShotFrames = 8;
+// A tab shows its view a frame after it is selected, and its tables fit their columns on
+// their first frame: by the fourth, the view is drawn as a user sees it.
+const int kTabFrames = 4;
+const int kArrowFrame = 22; // the viewing frame whose Right and Down are checked (the palette closed before)
 
 } // namespace
 
@@ -148,7 +152,7 @@ void Scenario::ReloadDuringRun(Shell& shell) {
 
 void Scenario::LoadPlugin(Shell& shell) {
     if (options_.load_plugin.empty()) return StartRun(shell);
-    shell.ShowWindow("Plugin manager");
+    shell.ShowView("Plugin manager");
     shell.dialogs().plugin_path = options_.load_plugin;
     shell.commands().load_plugin = options_.load_plugin; // as its "Load .so" button
     plugin_loads_ = shell.snapshot().catalog.plugin_loads;
@@ -165,6 +169,7 @@ void Scenario::StartRun(Shell& shell) {
     shell.setup().reference = true;
     shell.setup().stop_at_end = !options_.ignore_eos;
     live_run_ = snap.runs.size();
+    shell.ShowView(""); // the run decodes on the workbench
     shell.RunNow();
     phase_ = Phase::Running;
 }
@@ -183,7 +188,7 @@ void Scenario::RunEnded(Shell& shell) {
     DialogState& d = shell.dialogs();
     d.chosen_runs = {stored_id_};
     if (!options_.export_path.empty()) {
-        shell.ShowWindow("Export");
+        shell.ShowView("Export");
         d.export_request.format = options_.export_format;
         d.export_request.path = options_.export_path;
         RequestExport(d, shell.commands()); // as the dialog's Export button
@@ -196,16 +201,23 @@ void Scenario::RunEnded(Shell& shell) {
 
 void Scenario::View(Shell& shell) {
     const Snapshot& snap = shell.snapshot();
+    if (viewed_ == 0) shell.ShowView(""); // the opened run on the workbench, from the session browser's tab
     PressKeys();
-    // Sweep the selection through the steps and layers, as a user scrubbing would.
+    // Sweep the selection through the steps and layers, as a user scrubbing would, but for
+    // one frame's plain Right and Down, which must move it one step and one layer on.
     const RunView& run = snap.runs.back();
     Selection& sel = shell.selection();
+    if (viewed_ == kArrowFrame + 1)
+        arrows_moved_ = sel.step == arrows_from_.step + 1 && sel.layer == arrows_from_.layer + 1;
     sel.step = int(int64_t(viewed_) * int64_t(run.steps.size()) / std::max(1, options_.view_frames));
     sel.position = int(run.n_prompt) + sel.step;
     sel.layer = viewed_ * std::max(1, snap.model.n_layer) / std::max(1, options_.view_frames);
+    if (viewed_ == kArrowFrame) {
+        arrows_from_ = sel;
+        Press({GLFW_KEY_RIGHT, GLFW_KEY_DOWN});
+    }
     if (++viewed_ >= options_.view_frames) {
         sel = Selection{int(snap.runs.size()) - 1, int(run.steps.size()) / 2, 0, 0, int(run.n_prompt)};
-        shell.HideWindows();
         if (options_.delete_run && stored_id_ >= 0) phase_ = Phase::Deleting;
         else AfterViewing(shell);
     }
@@ -216,38 +228,46 @@ void Scenario::AfterViewing(Shell& shell) {
     else StartTour(shell);
 }
 
-// The session browser's Delete... on the stored run, confirmed with Enter; done once the
-// browser's list no longer holds it.
+// The session browser's Delete... on the stored run, confirmed with Enter once its tab has
+// shown the confirmation; done once the browser's list no longer holds it.
 void Scenario::Delete(Shell& shell) {
     const auto& rows = shell.snapshot().catalog.stored_runs;
     if (delete_frames_ == 0) {
-        shell.ShowWindow("Session browser");
+        shell.ShowView("Session browser");
         shell.dialogs().chosen_runs = {stored_id_};
         shell.dialogs().ask_delete = true;
     }
-    if (++delete_frames_ == 3) Press({GLFW_KEY_ENTER});
+    if (++delete_frames_ == kTabFrames) Press({GLFW_KEY_ENTER});
     const bool gone = std::none_of(rows.begin(), rows.end(), [&](const StoredRunRow& r) { return r.id == stored_id_; });
-    if (delete_frames_ > 3 && gone) {
+    if (delete_frames_ > kTabFrames && gone) {
         deleted_ = true;
-        shell.HideWindows();
+        shell.ShowView("");
         AfterViewing(shell);
     }
 }
 
-// Each window view alone over the layout for three frames (the first ones lay it out),
-// its screenshot on the third.
-void Scenario::WindowShot(Shell& shell) {
+// Each tab view's tab selected in turn, its screenshot once drawn.
+void Scenario::TabShot(Shell& shell) {
     const auto& table = ViewTable();
-    while (window_ < table.size() && !table[window_].window) ++window_;
-    if (window_ == table.size()) {
-        phase_ = Phase::Done;
+    while (tab_ < table.size() && !table[tab_].tab) ++tab_;
+    if (tab_ == table.size()) {
+        phase_ = Phase::PopOutShot;
         return;
     }
-    if (window_frames_ == 0) shell.ShowWindow(table[window_].name, true);
-    if (++window_frames_ == 3) {
-        shot_ = WindowShotPath(options_.screenshot, table[window_].name);
-        ++window_;
-        window_frames_ = 0;
+    if (tab_frames_ == 0) shell.ShowView(table[tab_].name);
+    if (++tab_frames_ == kTabFrames) {
+        shot_ = TabShotPath(options_.screenshot, table[tab_].name);
+        ++tab_;
+        tab_frames_ = 0;
+    }
+}
+
+// The export view popped out of its tab into its own window, over the workbench.
+void Scenario::PopOutShot(Shell& shell) {
+    if (tab_frames_ == 0) shell.PopOut("Export");
+    if (++tab_frames_ == kTabFrames) {
+        shot_ = TabShotPath(options_.screenshot, "Export window");
+        phase_ = Phase::Done; // after this frame, its shot
     }
 }
 
@@ -293,7 +313,7 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
         if (snap.catalog.exports != exports_) phase_ = Phase::Reopening;
         return;
     case Phase::Reopening: // as a double click in the session browser
-        shell.ShowWindow("Session browser");
+        shell.ShowView("Session browser");
         shell.commands().open_runs = {stored_id_};
         phase_ = Phase::Viewing;
         return;
@@ -304,9 +324,10 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
     case Phase::Deleting: return Delete(shell);
     case Phase::MainShot:
         shot_ = options_.screenshot;
-        phase_ = failure_.empty() && !options_.screenshot.empty() ? Phase::WindowShots : Phase::Done;
+        phase_ = failure_.empty() && !options_.screenshot.empty() ? Phase::TabShots : Phase::Done;
         return;
-    case Phase::WindowShots: return WindowShot(shell);
+    case Phase::TabShots: return TabShot(shell);
+    case Phase::PopOutShot: return PopOutShot(shell);
     case Phase::SecondRun:
     case Phase::Analyzing:
     case Phase::Rereading:
@@ -420,6 +441,7 @@ int Scenario::Finish(const Shell& shell) {
                     snap.heads.map.layer, snap.heads.map.head, snap.heads.map.probe.c_str(), tour_shot_);
     std::printf("palette %s by Ctrl+P, %s by Esc\n", palette_opened_ ? "opened" : "NOT opened",
                 palette_closed_ ? "closed" : "NOT closed");
+    std::printf("arrows %s the selection a step and a layer\n", arrows_moved_ ? "moved" : "did NOT move");
     PrintFrames("decoding", decoding_ms_);
     PrintFrames("viewing", viewing_ms_);
     if (!options_.tour.empty()) PrintFrames("touring", touring_ms_);

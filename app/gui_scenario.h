@@ -2,11 +2,12 @@
 // user would (load a model with the model picker and a plugin with the plugin manager, set
 // up a run, press Run, pause, step, stop or reload a plugin while it runs, export the
 // stored run from the export dialog, open it again from the session browser, move the
-// selection about, delete the run), times every frame, and says when to take which
-// screenshot and stop.
+// selection about, with the arrows too, delete the run), times every frame, and says when
+// to take which screenshot and stop.
 #pragma once
 
 #include "app/gui.h"
+#include "views/snapshot.h"
 
 #include <chrono>
 #include <cstdint>
@@ -23,7 +24,7 @@ public:
     explicit Scenario(const GuiOptions& options);
     // Before each frame's Shell::Frame; `last_frame_ms` is the previous frame's time.
     void Advance(Shell& shell, double last_frame_ms);
-    // The PNG to write of this frame, once drawn (empty: none): the --screenshot, a window
+    // The PNG to write of this frame, once drawn (empty: none): the --screenshot, a tab
     // view's beside it, or a tour's shot. The app saves it once the frame's images are
     // built (views/image_builder.h); until ShotSaved(), Advance waits.
     const std::string& screenshot() const { return shot_; }
@@ -35,7 +36,7 @@ public:
 private:
     enum class Phase {
         WaitModel, LoadingModel, LoadingPlugin, Running, Exporting, Reopening, Viewing, Deleting,
-        SecondRun, Analyzing, Rereading, HeadMap, Touring, MainShot, WindowShots, Done
+        SecondRun, Analyzing, Rereading, HeadMap, Touring, MainShot, TabShots, PopOutShot, Done
     } phase_ = Phase::WaitModel;
     void Fail(const std::string& why);
     void Press(std::vector<int> keys); // GLFW key codes, down for this frame
@@ -51,7 +52,8 @@ private:
     void AfterViewing(Shell& shell); // the tour when asked for, else the main screenshot
     void StartTour(Shell& shell);
     void AdvanceTour(Shell& shell, double last_frame_ms);
-    void WindowShot(Shell& shell);
+    void TabShot(Shell& shell);
+    void PopOutShot(Shell& shell);
 
     GuiOptions options_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -59,13 +61,15 @@ private:
     int viewed_ = 0;
     std::vector<int> held_;          // keys down since the last frame
     bool palette_opened_ = false, palette_closed_ = false;
+    Selection arrows_from_;          // the selection as Right and Down were pressed
+    bool arrows_moved_ = false;      // to the next step and layer
     int plugin_loads_ = 0;           // plugin loads done when one was asked for
     int exports_ = 0;                // exports finished when one was asked for
     size_t errors_ = 0;              // banner errors when a model load was asked for
     size_t live_run_ = 0;            // the run started here, in Snapshot::runs
     int64_t stored_id_ = -1;         // its id in the session database
-    size_t window_ = 0;              // WindowShots: the ViewTable entry shown
-    int window_frames_ = 0;
+    size_t tab_ = 0;                 // TabShots: the ViewTable entry shown
+    int tab_frames_ = 0;             // and PopOutShot's
     int delete_frames_ = 0;
     bool deleted_ = false;
     enum class ReloadTest { Start, Requested, DuringRun, AfterRun } reload_ = ReloadTest::Start;

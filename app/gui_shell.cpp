@@ -1,5 +1,5 @@
 // [SECTION] index: layout settings (ini) · actions and keys · menu, banner, palette ·
-// layout and splitters · commands
+// layout and splitters · tabs and pop-out windows · commands
 #include "app/gui_shell.h"
 
 #include "app/gui_worker.h"
@@ -12,21 +12,33 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 
 namespace kvscope {
 
 namespace {
 
-// ---- [SECTION] layout settings: the splitters' fractions, in the ini as [KVScope][Layout],
-// and the model picker's recent models as [KVScope][Models]
-struct LayoutFractions {
+// ---- [SECTION] layout settings: the splitters' fractions and the popped-out views, in the
+// ini as [KVScope][Layout], and the model picker's recent models as [KVScope][Models]
+struct LayoutSettings {
     float left = 0.22f;   // run setup's share of the width
     float strip = 0.16f;  // token strip's share of the centre's height
     float raster = 0.6f;  // the heatmap and raster column's share of the lower centre's width
     float grid = 0.4f;    // head grid's share of the right column's height
     float heatmap = 0.5f; // attention heatmap's share of its column's height
+    std::vector<std::string> popped; // the tab views in their own windows, by name
 };
-LayoutFractions g_layout;
+LayoutSettings g_layout;
+
+bool Popped(const ViewEntry& view) {
+    return std::find(g_layout.popped.begin(), g_layout.popped.end(), view.name) != g_layout.popped.end();
+}
+void SetPopped(const ViewEntry& view, bool popped) {
+    if (popped == Popped(view)) return;
+    if (popped) g_layout.popped.emplace_back(view.name);
+    else g_layout.popped.erase(std::find(g_layout.popped.begin(), g_layout.popped.end(), view.name));
+    ImGui::MarkIniSettingsDirty();
+}
 
 // The handler's UserData is the run setup's recent_models.
 std::vector<std::string>& RecentModels(ImGuiSettingsHandler* handler) {
@@ -44,17 +56,21 @@ void ReadLine(ImGuiContext*, ImGuiSettingsHandler* handler, void* entry, const c
             RecentModels(handler).emplace_back(text.substr(6));
         return;
     }
-    auto* l = static_cast<LayoutFractions*>(entry);
+    auto* l = static_cast<LayoutSettings*>(entry);
     float v = 0;
-    if (std::sscanf(line, "Left=%f", &v) == 1) l->left = std::clamp(v, 0.1f, 0.6f);
+    const std::string_view text(line);
+    if (text.rfind("PopOut=", 0) == 0) l->popped.emplace_back(text.substr(7));
+    else if (std::sscanf(line, "Left=%f", &v) == 1) l->left = std::clamp(v, 0.1f, 0.6f);
     else if (std::sscanf(line, "Strip=%f", &v) == 1) l->strip = std::clamp(v, 0.08f, 0.6f);
     else if (std::sscanf(line, "Raster=%f", &v) == 1) l->raster = std::clamp(v, 0.15f, 0.85f);
     else if (std::sscanf(line, "Grid=%f", &v) == 1) l->grid = std::clamp(v, 0.1f, 0.9f);
     else if (std::sscanf(line, "Heatmap=%f", &v) == 1) l->heatmap = std::clamp(v, 0.1f, 0.9f);
 }
 void WriteAll(ImGuiContext*, ImGuiSettingsHandler* handler, ImGuiTextBuffer* out) {
-    out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\nHeatmap=%.3f\n\n", handler->TypeName,
+    out->appendf("[%s][Layout]\nLeft=%.3f\nStrip=%.3f\nRaster=%.3f\nGrid=%.3f\nHeatmap=%.3f\n", handler->TypeName,
                  g_layout.left, g_layout.strip, g_layout.raster, g_layout.grid, g_layout.heatmap);
+    for (const std::string& name : g_layout.popped) out->appendf("PopOut=%s\n", name.c_str());
+    out->append("\n");
     out->appendf("[%s][Models]\n", handler->TypeName);
     for (const std::string& path : RecentModels(handler))
         if (path.find_first_of("\r\n") == std::string::npos) out->appendf("Model=%s\n", path.c_str());
@@ -90,17 +106,44 @@ void Splitter(const char* id, bool vertical, float& fraction, float total, float
     }
 }
 
-// ViewTable()'s order: the main layout's views, then the window views (session browser, export, plugins).
-enum ViewIndex { kRunSetup, kTokenStrip, kRaster, kHeadGrid, kMemory, kAttention, kCompare };
-const int kTabViews[] = {kCompare}; // tabs beside the workbench (UI.md)
+// ViewTable()'s order: the main layout's views, then the tab views (compare, sessions, plugins, export).
+enum ViewIndex { kRunSetup, kTokenStrip, kRaster, kHeadGrid, kMemory, kAttention };
+const char* const kWorkbenchTab = "Workbench";
 
 bool Pressed(int key) { return ImGui::IsKeyPressed(key, true); }
+
+// ImGui reads the arrows through io.KeyMap, which the 1.86 GLFW backend fills once at its start.
+const std::pair<int, int> kArrows[] = {{ImGuiKey_LeftArrow, GLFW_KEY_LEFT},
+                                       {ImGuiKey_RightArrow, GLFW_KEY_RIGHT},
+                                       {ImGuiKey_UpArrow, GLFW_KEY_UP},
+                                       {ImGuiKey_DownArrow, GLFW_KEY_DOWN}};
+
+bool IsArrow(int key) {
+    return std::any_of(std::begin(kArrows), std::end(kArrows), [key](const auto& a) { return a.second == key; });
+}
+
+// The plain arrows move the selection unless a widget wants them: one in use (text being
+// edited: io.WantTextInput would know a frame late), an open popup (a menu, a combo, the
+// palette), or ImGui's keyboard navigation while it shows its highlight (Alt starts it, a
+// click ends it): there they walk the widgets.
+bool ArrowsMoveSelection() {
+    const bool popup = ImGui::IsPopupOpen("", ImGuiPopupFlags_AnyPopupId);
+    return !ImGui::IsAnyItemActive() && !ImGui::GetIO().NavVisible && !popup;
+}
+
+// Unmapped, the arrows reach the selection alone: NewFrame's keyboard navigation would
+// otherwise move a widget's focus with them too, and show its highlight from then on.
+void RouteArrows(bool to_selection) {
+    ImGuiIO& io = ImGui::GetIO();
+    for (const auto& [imgui_key, glfw_key] : kArrows) io.KeyMap[imgui_key] = to_selection ? -1 : glfw_key;
+}
 
 } // namespace
 
 Shell::Shell(GuiWorker& worker, UploadTextureFn upload_texture) : worker_(worker), upload_texture_(upload_texture) {
-    for (const ViewEntry& v : ViewTable()) shown_.push_back(!v.window); // window views wait to be asked for
+    shown_.assign(ViewTable().size(), true);
     RegisterSettings(setup_.recent_models);
+    RouteArrows(arrows_move_selection_);
 }
 
 // ---- [SECTION] actions and keys
@@ -131,18 +174,17 @@ std::vector<Action> Shell::Actions() {
          },
          snapshot_.model.ready, GLFW_KEY_SPACE},
         {"Run: one decode step (paused)", [this] { commands_.step = true; }, busy && snapshot_.paused, GLFW_KEY_PERIOD},
-        {"File: export runs", [this] { ShowWindow("Export"); }, true, GLFW_KEY_E, true},
-        {"File: session browser", [this] { ShowWindow("Session browser"); }},
-        {"Plugins: plugin manager", [this] { ShowWindow("Plugin manager"); }},
-        // Keyboard navigation owns the plain arrows; the selection moves with Ctrl held.
-        {"Run: previous step", [&sel] { sel.step = std::max(0, sel.step - 1); }, true, GLFW_KEY_LEFT, true},
-        {"Run: next step", [&sel] { ++sel.step; }, true, GLFW_KEY_RIGHT, true},
-        {"Run: previous layer", [&sel] { sel.layer = std::max(0, sel.layer - 1); }, true, GLFW_KEY_UP, true},
-        {"Run: next layer", [&sel] { ++sel.layer; }, true, GLFW_KEY_DOWN, true},
+        {"File: export runs", [this] { ShowView("Export"); }, true, GLFW_KEY_E, true},
+        {"File: session browser", [this] { ShowView("Session browser"); }},
+        {"Plugins: plugin manager", [this] { ShowView("Plugin manager"); }},
+        {"Run: previous step", [&sel] { sel.step = std::max(0, sel.step - 1); }, true, GLFW_KEY_LEFT},
+        {"Run: next step", [&sel] { ++sel.step; }, true, GLFW_KEY_RIGHT},
+        {"Run: previous layer", [&sel] { sel.layer = std::max(0, sel.layer - 1); }, true, GLFW_KEY_UP},
+        {"Run: next layer", [&sel] { ++sel.layer; }, true, GLFW_KEY_DOWN},
         {"Run: previous KV head", [&sel] { sel.head = std::max(0, sel.head - 1); }, true, GLFW_KEY_LEFT_BRACKET},
         {"Run: next KV head", [&sel] { ++sel.head; }, true, GLFW_KEY_RIGHT_BRACKET},
         {"Run: clear the selection", [&sel] { sel = Selection{}; }, true, GLFW_KEY_ESCAPE},
-        {"View: reset layout", [] { g_layout = LayoutFractions{}; ImGui::MarkIniSettingsDirty(); }},
+        {"View: reset layout", [] { g_layout = LayoutSettings{}; ImGui::MarkIniSettingsDirty(); }},
         {"View: every view (leave the focused one)", [this] { alone_ = -1; }, alone_ >= 0},
         {"Help: command palette", [this] { palette_open_ = true; }, true, GLFW_KEY_P, true},
         {"Help: about KVScope", [this] { about_open_ = true; }},
@@ -163,6 +205,7 @@ void Shell::HandleKeys() {
         const bool chord = a.ctrl || a.key == GLFW_KEY_F5;
         const bool popup = ImGui::IsPopupOpen("", ImGuiPopupFlags_AnyPopupId); // Esc and the arrows are its
         if (!a.key || !a.enabled || (!chord && (io.WantTextInput || popup))) continue;
+        if (IsArrow(a.key) && !arrows_move_selection_) continue; // ImGui has them this frame
         if (a.ctrl == io.KeyCtrl && a.shift == io.KeyShift && ImGui::IsKeyPressed(a.key, true)) a.run();
     }
     if (selection_.run >= 0 && size_t(selection_.run) < snapshot_.runs.size())
@@ -263,6 +306,7 @@ void Shell::DrawView(int view, ImVec2 size) {
     ImGui::BeginChild(entry.name, size, true);
     ImGui::TextDisabled("%s", entry.name);
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", entry.tooltip);
+    if (entry.tab && alone_ < 0) PopOutButton(entry); // focused alone, it stays in the layout
     ViewContext ctx{snapshot_, selection_, setup_, dialogs_, settings_, commands_, upload_texture_};
     entry.draw(ctx);
     ImGui::EndChild();
@@ -313,50 +357,66 @@ void Shell::Layout() {
         ImGui::SameLine(0, 0);
     }
     ImGui::BeginChild("centre", {0, avail.y}, false);
-    if (ImGui::BeginTabBar("centre tabs")) {
-        if (ImGui::BeginTabItem("Workbench")) {
-            Workbench();
-            ImGui::EndTabItem();
-        }
-        for (int view : kTabViews)
-            if (shown_[size_t(view)] && ImGui::BeginTabItem(ViewTable()[size_t(view)].name)) {
-                DrawView(view, {0, 0});
-                ImGui::EndTabItem();
-            }
-        ImGui::EndTabBar();
-    }
+    Tabs();
     ImGui::EndChild();
 }
 
-// ---- [SECTION] window views
-void Shell::ShowWindow(const std::string& name, bool framed) {
-    int found = -1;
-    for (size_t i = 0; i < ViewTable().size(); ++i)
-        if (ViewTable()[i].window && name == ViewTable()[i].name) found = int(i);
-    if (found < 0) return;
-    if (framed) HideWindows();
-    shown_[size_t(found)] = true;
-    framed_ = framed ? found : -1;
-    focus_ = found;
+// ---- [SECTION] tabs and pop-out windows
+// The workbench's tab, then the tab views' (UI.md) but for those hidden or popped out.
+void Shell::Tabs() {
+    if (!ImGui::BeginTabBar("centre tabs")) return;
+    const auto flags = [this](const char* tab) { return select_tab_ == tab ? ImGuiTabItemFlags_SetSelected : 0; };
+    if (ImGui::BeginTabItem(kWorkbenchTab, nullptr, flags(kWorkbenchTab))) {
+        Workbench();
+        ImGui::EndTabItem();
+    }
+    for (size_t i = 0; i < ViewTable().size(); ++i) {
+        const ViewEntry& entry = ViewTable()[i];
+        if (entry.tab && shown_[i] && !Popped(entry) && ImGui::BeginTabItem(entry.tab, nullptr, flags(entry.tab))) {
+            DrawView(int(i), {0, 0});
+            ImGui::EndTabItem();
+        }
+    }
+    ImGui::EndTabBar();
+    select_tab_.clear();
 }
 
-void Shell::HideWindows() {
-    for (size_t i = 0; i < ViewTable().size(); ++i)
-        if (ViewTable()[i].window) shown_[i] = false;
-    framed_ = -1;
+void Shell::PopOutButton(const ViewEntry& entry) {
+    ImGui::SameLine(ImGui::GetWindowContentRegionMax().x - ImGui::CalcTextSize("Pop out").x -
+                    ImGui::GetStyle().FramePadding.x * 2);
+    if (ImGui::SmallButton("Pop out")) SetPopped(entry, true);
+    if (ImGui::IsItemHovered())
+        ImGui::SetTooltip("Into its own window; closing the window puts it back among the tabs.");
 }
 
+void Shell::ShowView(const std::string& name) {
+    if (name.empty()) {
+        select_tab_ = kWorkbenchTab;
+        return;
+    }
+    for (size_t i = 0; i < ViewTable().size(); ++i) {
+        const ViewEntry& entry = ViewTable()[i];
+        if (!entry.tab || name != entry.name) continue;
+        shown_[i] = true;
+        if (Popped(entry)) raise_ = int(i);
+        else select_tab_ = entry.tab;
+    }
+}
+
+void Shell::PopOut(const std::string& name) {
+    for (const ViewEntry& entry : ViewTable())
+        if (entry.tab && name == entry.name) SetPopped(entry, true);
+}
+
+// The popped-out tab views, each its own window (but once: a view focused alone is drawn in the layout).
 void Shell::Windows() {
     const ImGuiViewport* vp = ImGui::GetMainViewport();
     for (size_t i = 0; i < ViewTable().size(); ++i) {
         const ViewEntry& entry = ViewTable()[i];
-        if (!entry.window || !shown_[i]) continue;
-        const ImVec2 size{vp->WorkSize.x * 0.6f, vp->WorkSize.y * 0.7f};
-        const ImVec2 centre{vp->WorkPos.x + vp->WorkSize.x * 0.5f, vp->WorkPos.y + vp->WorkSize.y * 0.5f};
-        const ImGuiCond cond = framed_ == int(i) ? ImGuiCond_Always : ImGuiCond_FirstUseEver;
-        ImGui::SetNextWindowSize(size, cond);
-        ImGui::SetNextWindowPos(centre, cond, {0.5f, 0.5f});
-        if (focus_ == int(i)) ImGui::SetNextWindowFocus();
+        if (!entry.tab || !shown_[i] || !Popped(entry) || alone_ == int(i)) continue;
+        ImGui::SetNextWindowSize({vp->WorkSize.x * 0.6f, vp->WorkSize.y * 0.7f}, ImGuiCond_FirstUseEver);
+        ImGui::SetNextWindowPos(vp->GetCenter(), ImGuiCond_FirstUseEver, {0.5f, 0.5f});
+        if (raise_ == int(i)) ImGui::SetNextWindowFocus();
         ImGui::SetNextWindowBgAlpha(1.0f); // opaque: the views under it would blur its text
         bool open = true;
         if (ImGui::Begin(entry.name, &open)) {
@@ -364,9 +424,12 @@ void Shell::Windows() {
             entry.draw(ctx);
         }
         ImGui::End();
-        shown_[i] = open;
+        if (!open) { // back among the tabs, in front
+            SetPopped(entry, false);
+            select_tab_ = entry.tab;
+        }
     }
-    focus_ = -1;
+    raise_ = -1;
 }
 
 // ---- [SECTION] commands
@@ -405,7 +468,7 @@ void Shell::ApplyCommands() {
     if (commands_.export_runs) worker_.Export(commands_.export_request);
     if (!commands_.load_plugin.empty()) worker_.LoadPlugin(commands_.load_plugin);
     if (!commands_.load_model.empty()) worker_.LoadModel(commands_.load_model);
-    if (commands_.show_window) ShowWindow(commands_.show_window);
+    if (commands_.show_view) ShowView(commands_.show_view);
     if (commands_.analyze_heads) worker_.AnalyzeHeads(commands_.fresh_analysis);
     if (commands_.head_attention.head >= 0) worker_.ShowHeadAttention(commands_.head_attention);
     commands_ = Commands{};
@@ -433,9 +496,13 @@ void Shell::Frame() {
         ImGui::Begin("About KVScope", &about_open_, ImGuiWindowFlags_AlwaysAutoResize);
         ImGui::Text("KVScope: a workbench for KV-cache compression research.");
         ImGui::Text("Ctrl+P lists every action and its keys.");
+        ImGui::Text("The arrows move the selection (Left/Right a step, Up/Down a layer) unless a widget");
+        ImGui::Text("is being edited or walked with keyboard navigation (Alt starts it, a click ends it).");
         ImGui::End();
     }
     ApplyCommands();
+    arrows_move_selection_ = ArrowsMoveSelection(); // for the next frame, whose NewFrame reads io.KeyMap
+    RouteArrows(arrows_move_selection_);
 }
 
 } // namespace kvscope

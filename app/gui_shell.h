@@ -1,6 +1,7 @@
 // The workbench's main window: menu, status, error banner, command palette, and the
 // views laid out per UI.md in child regions with draggable splitters (Dear ImGui 1.86
-// has no docking). The splitters' positions persist in the ImGui ini file.
+// has no docking), the tab views beside them, each of which can pop out into its own
+// window. The splitters' positions and the popped-out views persist in the ImGui ini file.
 #pragma once
 
 #include "views/views.h"
@@ -41,10 +42,10 @@ public:
     ViewSettings& settings() { return settings_; }
     Commands& commands() { return commands_; } // this frame's, applied at its end
     void RunNow(); // as the Run button does
-    // Shows the window view called `name` (views.h ViewEntry::window), over the centre of
-    // the main window when `framed`, the other window views hidden (for screenshots).
-    void ShowWindow(const std::string& name, bool framed = false);
-    void HideWindows();
+    // Selects the tab of the view called `name` (views.h ViewEntry::tab; "": the workbench's
+    // tab), or raises its window when it is popped out.
+    void ShowView(const std::string& name);
+    void PopOut(const std::string& name); // as the view's "Pop out" button does
     // Shows the view named so alone in the window ("": every view again); false if unknown.
     bool Focus(const std::string& view);
     std::vector<Action> Actions();
@@ -55,9 +56,11 @@ private:
     void Banner();
     void Palette();
     void Layout();
+    void Tabs();
     void Workbench();
     void Column(int top, int bottom, float& fraction, const char* splitter);
     void DrawView(int view, ImVec2 size);
+    void PopOutButton(const ViewEntry& entry);
     void Windows();
     void ApplyCommands();
 
@@ -70,7 +73,9 @@ private:
     ViewSettings settings_;
     Commands commands_;
     std::vector<bool> shown_;
-    int framed_ = -1, focus_ = -1; // the window view ShowWindow framed; the one it brings to the front
+    std::string select_tab_; // the tab label ShowView asked for, selected by the next Tabs()
+    int raise_ = -1;         // the popped-out view ShowView brings to the front
+    bool arrows_move_selection_ = true; // this frame's plain arrows: the selection's, not ImGui's (RouteArrows)
     size_t errors_seen_ = 0; // the banner shows errors after this many
     int alone_ = -1;         // the view shown alone, or -1
     bool quit_ = false, palette_open_ = false, about_open_ = false;

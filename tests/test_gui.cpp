@@ -5,9 +5,11 @@
 // same tokens as the same run from the command line, it is in the session database with
 // those tokens, the dialog's export is the bytes `kvscope export` writes, the reopened run
 // has the live run's tokens, the screenshot shows the views (the eviction raster's kept
-// colour, the token strip's mismatch colour) and each window view's screenshot is its own,
-// and the layout was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
-// close the command palette, Space pauses and resumes, "." steps once. Its tour then runs a
+// colour, the token strip's mismatch colour) and each tab view's screenshot is its own, as
+// is the export view's popped out into its own window, and the layout (with that view out)
+// was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
+// close the command palette, the plain Right and Down arrows move the selection a step and
+// a layer, Space pauses and resumes, "." steps once. Its tour then runs a
 // second budget, analyzes every head, opens the best retrieval head's probe map, and shows
 // each view alone: every view's picture is drawn and differs from every other's. Smaller
 // scenarios: a bad model file, a plugin that fails to load and one that throws in a hook
@@ -150,6 +152,7 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     EXPECT_NE(gui.output.find(": done,"), std::string::npos) << gui.output;
     EXPECT_EQ(gui.output.find(" 0 evictions"), std::string::npos) << "SnapKV at 16 slots must evict:\n" << gui.output;
     EXPECT_NE(gui.output.find("palette opened by Ctrl+P, closed by Esc"), std::string::npos) << gui.output;
+    EXPECT_NE(gui.output.find("arrows moved the selection a step and a layer"), std::string::npos) << gui.output;
     EXPECT_NE(gui.output.find("stored as run 1 in " + db), std::string::npos) << gui.output;
     EXPECT_EQ(gui.output.find("banner:"), std::string::npos) << gui.output;
     // Space paused the run, "." took one step, Space resumed it.
@@ -191,9 +194,10 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     EXPECT_GT(img.Count(92, 200, 99), 10000) << "no eviction raster (kept keys, viridis 0.75)";
     EXPECT_GT(img.Count(213, 94, 0), 500) << "no token strip mismatch cells (the free-running run diverges)";
 
-    // Each window view drew itself: not blank, and not the same picture as another.
+    // Each tab beside the workbench drew its view: not blank, and not the same picture as another.
     std::vector<std::vector<unsigned char>> pictures{img.rgba};
-    for (const char* view : {"session-browser", "export", "plugin-manager"}) {
+    // Then the export view popped out into its own window.
+    for (const char* view : {"compare", "session-browser", "plugin-manager", "export", "export-window"}) {
         const Image shot = LoadPng((scratch / ("scenario-" + std::string(view) + ".png")).string());
         ASSERT_EQ(shot.w, kWidth) << view;
         EXPECT_GT(shot.Colours(), 50u) << view << ": a blank or nearly blank frame";
@@ -221,6 +225,7 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     const std::string ini = ReadFile(scratch / "config" / "kvscope" / "imgui.ini");
     EXPECT_NE(ini.find("[KVScope][Layout]"), std::string::npos) << ini;
     EXPECT_NE(ini.find("[KVScope][Models]\nModel="), std::string::npos) << ini;
+    EXPECT_NE(ini.find("\nPopOut=Export\n"), std::string::npos) << ini;
 }
 
 // A model file that is not one, a plugin that fails to load (built for another ABI) and a

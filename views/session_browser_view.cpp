@@ -124,7 +124,7 @@ void Actions(ViewContext& ctx) {
     if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
         ImGui::SetTooltip("Open the chosen runs into the views, as the runs of this session (or double-click a row).");
     ImGui::SameLine();
-    if (ImGui::Button("Export...")) ctx.commands.show_window = "Export";
+    if (ImGui::Button("Export...")) ctx.commands.show_view = "Export";
     ImGui::SameLine();
     if (ImGui::Button("Delete...")) d.ask_delete = true;
     ImGui::EndDisabled();

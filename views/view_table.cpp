@@ -14,13 +14,13 @@ const std::vector<ViewEntry>& ViewTable() {
         {"Attention heatmap", "Query by key attention of one layer and head: a run's decode steps, evicted keys "
                               "greyed, or a head's probe.", DrawAttentionHeatmapView},
         {"Compare", "The session's runs side by side: fidelity, KV bytes, KL per step, and two runs' kept sets.",
-         DrawCompareView},
+         DrawCompareView, "Compare"},
         {"Session browser", "The runs the session database keeps: filter, open into the views, export, delete.",
-         DrawSessionBrowserView, true},
-        {"Export", "Stored runs to JSON, CSV, a Chrome trace or a report, as `kvscope export` writes them.",
-         DrawExportView, true},
+         DrawSessionBrowserView, "Sessions"},
         {"Plugin manager", "Loaded plugins, their methods and parameters; load a .so or reload one.",
-         DrawPluginManagerView, true},
+         DrawPluginManagerView, "Plugins"},
+        {"Export", "Stored runs to JSON, CSV, a Chrome trace or a report, as `kvscope export` writes them.",
+         DrawExportView, "Export"},
     };
     return table;
 }

@@ -54,7 +54,7 @@ struct Commands {
     ExportRequest export_request;
     std::string load_plugin;          // load (or reload) the plugin at this path
     std::string load_model;           // an HF folder or a GGUF file, in place of the current model
-    const char* show_window = nullptr; // a window view's name, to bring up
+    const char* show_view = nullptr;   // a tab view's name: its tab selected, or its window raised when popped out
     bool analyze_heads = false;        // score every head's role (stored scores when there are)
     bool fresh_analysis = false;       // on the probe suite, even when scores are stored
     HeadAttentionRequest head_attention; // when head >= 0
@@ -123,7 +123,7 @@ struct ViewEntry {
     const char* name;    // window title and View menu entry
     const char* tooltip; // what it shows, one sentence
     void (*draw)(ViewContext&);
-    bool window = false; // its own window, hidden until asked for, rather than a region of the layout
+    const char* tab = nullptr; // its tab's label beside the centre area (it can pop out); nullptr: in the layout
 };
 
 // Every view, in the View menu's order.
