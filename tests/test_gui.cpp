@@ -4,7 +4,7 @@
 // and the test checks what came out: the run finished with evictions, it produced the
 // same tokens as the same run from the command line, it is in the session database with
 // those tokens, the dialog's export is the bytes `kvscope export` writes, the reopened run
-// has the live run's tokens, the screenshot shows the views (the eviction raster's kept
+// has the live run's tokens, reference KV bytes and attention rows, the screenshot shows the views (the eviction raster's kept
 // colour, the token strip's mismatch colour) and each window view's screenshot is its own,
 // and the layout was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
 // close the command palette, Space pauses and resumes, "." steps once. Its tour then runs a
@@ -53,12 +53,17 @@ Result Shell(const std::string& command) {
 
 bool OnPath(const std::string& program) { return Shell("command -v " + program).status == 0; }
 
+// The rest of the line of `text` that starts with `label` and a space ("" when none does).
+std::string LineAfter(const std::string& text, const std::string& label) {
+    const size_t at = text.find("\n" + label + " ");
+    if (at == std::string::npos) return "";
+    return text.substr(at + label.size() + 2, text.find('\n', at + 1) - at - label.size() - 2);
+}
+
 // The numbers after `label` on its line of `text`.
 std::vector<int> NumbersAfter(const std::string& text, const std::string& label) {
     std::vector<int> out;
-    const size_t at = text.find("\n" + label + " ");
-    if (at == std::string::npos) return out;
-    std::istringstream line(text.substr(at + label.size() + 2, text.find('\n', at + 1) - at - label.size() - 2));
+    std::istringstream line(LineAfter(text, label));
     for (int v; line >> v;) out.push_back(v);
     return out;
 }
@@ -174,6 +179,13 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     EXPECT_EQ(CliTokens(stored.output), gui_tokens) << stored.output;
     EXPECT_NE(stored.output.find("run 1 (ok)"), std::string::npos) << stored.output;
     EXPECT_EQ(NumbersAfter(gui.output, "opened tokens"), gui_tokens) << gui.output;
+    // ... with the reference's KV bytes at each step, and the attention rows the live run's
+    // heatmap held (every decode step's: the prefill, step 0, has no row).
+    EXPECT_EQ(NumbersAfter(gui.output, "reference kv").size(), size_t(kSteps)) << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "opened reference kv"), LineAfter(gui.output, "reference kv")) << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "attention").rfind(std::to_string(kSteps - 1) + " steps (every 1)", 0), 0u)
+        << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "opened attention"), LineAfter(gui.output, "attention")) << gui.output;
 
     // The export dialog wrote what `kvscope export` writes of the same run.
     const std::string cli_export = (scratch / "cli-export.json").string();
