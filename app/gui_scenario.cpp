@@ -40,6 +40,28 @@ void PrintTokens(const char* label, const std::vector<StepRow>& steps, bool refe
     for (const StepRow& s : steps) std::printf(" %d", reference ? s.reference_token : s.token);
     std::printf("\n");
 }
+
+void PrintBytes(const char* label, const std::vector<int64_t>& bytes) {
+    std::printf("%s", label);
+    for (int64_t b : bytes) std::printf(" %lld", (long long)b);
+    std::printf("\n");
+}
+
+// FNV-1a (64 bits) over `n` bytes, continuing from `hash`.
+uint64_t Fnv1a(const void* data, size_t n, uint64_t hash = 0xcbf29ce484222325ull) {
+    for (size_t i = 0; i < n; ++i) hash = (hash ^ static_cast<const unsigned char*>(data)[i]) * 0x100000001b3ull;
+    return hash;
+}
+
+// The heatmap's rows in one line: their shape and a hash of their steps and values' bits,
+// so the test can tell a reopened run's rows from the live run's.
+void PrintAttention(const char* label, const AttentionTrace& t) {
+    const uint64_t hash = Fnv1a(t.mass.data(), t.mass.size() * sizeof(float),
+                                Fnv1a(t.steps.data(), t.steps.size() * sizeof(int32_t)));
+    std::printf("%s %zu steps (every %d) x %d layers x %d heads x %d bins of %lld keys, fnv1a %016llx\n", label,
+                t.steps.size(), t.stride, t.n_layer, t.n_head, t.bins, (long long)t.key_stride(),
+                (unsigned long long)hash);
+}
 // The tour's shots: each view alone in the window for a few frames (textures are built
 // on the first), then saved.
 struct Shot {
@@ -411,6 +433,8 @@ int Scenario::Finish(const Shell& shell) {
                     (long long)run.n_prompt, run.steps.size(), (long long)run.reference_text.size(), run.evictions.size());
         PrintTokens("tokens", run.steps);
         PrintTokens("reference", run.steps, true);
+        PrintBytes("reference kv", run.reference_kv_bytes);
+        PrintAttention("attention", run.attention);
         if (stored_id_ < 0) std::printf("NOT stored\n"); // as it ended (a delete comes later)
         else std::printf("stored as run %lld in %s\n", (long long)stored_id_, snap.catalog.db_path.c_str());
     }
@@ -420,6 +444,8 @@ int Scenario::Finish(const Shell& shell) {
         std::printf("opened run %lld from the database: %s, %zu steps, %zu evictions\n", (long long)stored_id_,
                     StatusName(run.status), run.steps.size(), run.evictions.size());
         PrintTokens("opened tokens", run.steps);
+        PrintBytes("opened reference kv", run.reference_kv_bytes);
+        PrintAttention("opened attention", run.attention);
     }
     if (snap.catalog.exports > 0) std::printf("export: %s\n", snap.catalog.export_result.c_str());
     for (const PluginInfo& p : snap.catalog.plugins) std::printf("plugin %s (%s)\n", p.name.c_str(), p.origin.c_str());

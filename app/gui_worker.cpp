@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <thread>
 
@@ -115,10 +116,26 @@ RunView::Status StoredStatus(const StoredRun& r) {
     if (r.status == "failed" && r.error != "stopped") return RunView::Status::Failed;
     return RunView::Status::Stopped; // stopped by the user, or its process died ('unfinished')
 }
-// A run's attention trace: position bins per row, and the memory it may take before old
-// steps are thinned (the UI holds a second copy).
+// A run's attention trace: at most this many equal bins of key positions per row, and the
+// memory it may take before old steps are thinned (the UI holds a second copy).
 constexpr int64_t kAttentionBins = 256;
 constexpr size_t kAttentionBytes = size_t(32) << 20;
+
+// A stored run's attention as its live trace held it: the rows are the steps the trace
+// kept, so appending them again under the same cap gives the same rows, and the stride
+// they share is the one it had reached (or a multiple, for a run of few steps).
+AttentionTrace StoredTrace(const std::vector<AttentionStep>& stored) {
+    if (stored.empty()) return {};
+    const AttentionStep& first = stored.front();
+    AttentionTrace t;
+    t.n_layer = first.n_layer, t.n_head = first.n_head, t.bins = first.n_keys;
+    t.n_positions = int64_t(first.n_keys) * first.key_stride;
+    t.stride = 0;
+    for (const AttentionStep& s : stored) t.stride = std::gcd(t.stride, int32_t(s.step));
+    t.stride = std::max(1, t.stride);
+    for (const AttentionStep& s : stored) t.Append(int32_t(s.step), s.mass.data(), kAttentionBytes);
+    return t;
+}
 
 // The probe that defines `role` (head_roles.h): retrieval reads a needle (the middle
 // depth's), induction and echo the repeat, the rest natural text.
@@ -442,7 +459,8 @@ struct GuiWorker::Impl : RunObserver {
         }
     }
 
-    // A stored run as the views show a live one: its steps, tokens and evictions.
+    // A stored run as the views show a live one: its steps, tokens, reference KV bytes,
+    // evictions and attention.
     void OpenStoredRun(int64_t id) {
         try {
             sql::Connection& d = Database();
@@ -465,6 +483,7 @@ struct GuiWorker::Impl : RunObserver {
                                    ev.policy_seconds * 1e3});
                 v.token_text.push_back(tok ? DisplayText(*tok, ev.token) : valid_utf8(st.text));
                 if (ev.reference_token >= 0) v.reference_text.push_back(tok ? DisplayText(*tok, ev.reference_token) : "");
+                if (ev.reference_kv_bytes >= 0) v.reference_kv_bytes.push_back(ev.reference_kv_bytes);
             }
             v.has_reference = stored.summary ? stored.summary->has_reference : !v.reference_text.empty();
             v.reference_steps = int64_t(v.reference_text.size());
@@ -472,6 +491,7 @@ struct GuiWorker::Impl : RunObserver {
                 for (const Decision& dec : load_decisions(d, id, step))
                     for (int32_t pos : dec.evicted)
                         v.evictions.push_back({int32_t(step), int32_t(dec.layer), int32_t(dec.head), pos});
+            v.attention = StoredTrace(load_attention(d, id));
             Publish([&](Snapshot& s) { s.runs.push_back(std::move(v)); });
         } catch (const std::exception& e) {
             AddError("opening stored run " + std::to_string(id) + ": " + ErrorText(e));
@@ -567,10 +587,8 @@ struct GuiWorker::Impl : RunObserver {
         Publish([&](Snapshot& s) {
             AttentionTrace& t = s.runs[run].attention;
             t = AttentionTrace{};
-            if (!record_attention || n_positions <= 0) return;
-            t.n_layer = int32_t(c.n_layer), t.n_head = int32_t(c.n_head);
-            t.bins = int32_t(std::min(n_positions, kAttentionBins));
-            t.n_positions = n_positions;
+            if (record_attention && n_positions > 0)
+                t = AttentionTrace::Shaped(int32_t(c.n_layer), int32_t(c.n_head), n_positions, kAttentionBins);
         });
     }
 
@@ -736,13 +754,28 @@ struct GuiWorker::Impl : RunObserver {
             H % G != 0 || positions.size(2) != R)
             return;
         const at::Tensor pos = positions.to(at::kLong).repeat_interleave(H / G, 1);
-        const at::Tensor bin = pos.clamp_min(0).mul(shape.bins).div(shape.n_positions, "floor").clamp_max(shape.bins - 1);
+        const at::Tensor bin = pos.clamp_min(0).div(shape.key_stride(), "floor").clamp_max(shape.bins - 1);
         const at::Tensor binned = at::zeros({L, H, shape.bins}, mass.options().dtype(at::kFloat))
                                       .scatter_add_(2, bin, mass.to(at::kFloat).mul(pos.ge(0)))
                                       .to(at::kCPU)
                                       .contiguous();
         const float* data = binned.data_ptr<float>();
-        Publish([&](Snapshot& s) { s.runs[run].attention.Append(int32_t(step), data, kAttentionBytes); });
+        bool thinned = false, appended = false;
+        int32_t stride = 1;
+        Publish([&](Snapshot& s) {
+            AttentionTrace& t = s.runs[run].attention;
+            const uint32_t generation = t.generation;
+            t.Append(int32_t(step), data, kAttentionBytes);
+            thinned = t.generation != generation;
+            appended = !t.steps.empty() && t.steps.back() == step;
+            stride = t.stride;
+        });
+        if (!writer) return;
+        // The database holds what the trace keeps: its thinning, then the step's rows.
+        if (thinned) writer->thin_attention(stride);
+        if (appended)
+            writer->on_attention_rows({step, shape.n_layer, shape.n_head, shape.bins, int32_t(shape.key_stride()),
+                                       std::vector<float>(data, data + shape.row_size())});
     }
 };
 

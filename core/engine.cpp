@@ -152,6 +152,7 @@ RunSummary run_method(const Model& model, const PluginRegistry& registry, const 
             if (reference) {
                 const at::Tensor& ref_logp = reference->logprobs[k];
                 ev.reference_token = reference->tokens[k];
+                ev.reference_kv_bytes = reference->kv_bytes[size_t(k)];
                 at::Tensor stats = at::stack({(ref_logp.exp() * (ref_logp - logp)).sum(), logp[ev.reference_token],
                                               ref_logp[ev.reference_token], ref_logp.argmax().to(at::kFloat)})
                                        .to(at::kCPU);

@@ -73,6 +73,7 @@ struct StepEvent {
     double kl = 0;                    // KL(reference || method), teacher-forced
     bool top1 = true;                 // method's argmax = reference's argmax
     int64_t kv_bytes = 0;             // pages held after the step's decisions
+    int64_t reference_kv_bytes = -1;  // the reference's (full cache) after the same step; -1 without
     int64_t kv_slots = 0;             // token slots over all layers and KV heads
     double step_seconds = 0;          // forward pass
     double policy_seconds = 0;        // hooks, selection and compaction

@@ -2,8 +2,7 @@
 
 #include "core/error.h"
 #include "core/policy.h"
-
-#include <zlib.h>
+#include "sessions/zlib_bytes.h"
 
 #include <limits>
 
@@ -12,7 +11,6 @@ namespace kvscope {
 namespace {
 
 constexpr uint64_t kFormat = 1;
-constexpr int64_t kMaxSize = int64_t(1) << 30; // refuse to inflate a hostile size claim beyond 1 GiB
 
 void put_varint(std::string& out, uint64_t value) {
     while (value >= 0x80) {
@@ -29,16 +27,6 @@ void put_positions(std::string& out, const std::vector<int32_t>& positions) {
         put_varint(out, uint64_t(p - previous - 1));
         previous = p;
     }
-}
-
-std::string deflate_bytes(const std::string& raw) {
-    std::string out(compressBound(uLong(raw.size())), '\0');
-    uLongf n = uLongf(out.size());
-    if (compress(reinterpret_cast<Bytef*>(out.data()), &n, reinterpret_cast<const Bytef*>(raw.data()),
-                 uLong(raw.size())) != Z_OK)
-        throw Error("decisions", "compressing", "zlib failed");
-    out.resize(n);
-    return out;
 }
 
 // Reads varints from the inflated bytes, refusing anything that runs past the end.
@@ -94,16 +82,6 @@ private:
     const std::string& where_;
 };
 
-std::string inflate_bytes(std::string_view data, int64_t size, const std::string& where) {
-    if (size < 0 || size > kMaxSize) throw Error(where, "decisions", "implausible size " + std::to_string(size));
-    std::string raw(size_t(size), '\0');
-    uLongf n = uLongf(raw.size());
-    const int rc = uncompress(reinterpret_cast<Bytef*>(raw.data()), &n, reinterpret_cast<const Bytef*>(data.data()),
-                              uLong(data.size()));
-    if (rc != Z_OK || n != raw.size()) throw Error(where, "decisions", "blob is not the zlib data of its size");
-    return raw;
-}
-
 } // namespace
 
 DecisionBlob encode_decisions(const std::vector<Decision>& decisions) {
@@ -116,11 +94,11 @@ DecisionBlob encode_decisions(const std::vector<Decision>& decisions) {
         put_positions(raw, d.kept);
         put_positions(raw, d.evicted);
     }
-    return {deflate_bytes(raw), int64_t(raw.size())};
+    return {deflate_bytes(raw, "decisions"), int64_t(raw.size())};
 }
 
 std::vector<Decision> decode_decisions(std::string_view data, int64_t size, const std::string& where) {
-    const std::string raw = inflate_bytes(data, size, where);
+    const std::string raw = inflate_bytes(data, size, where, "decisions");
     Reader in(raw, where);
     if (const uint64_t format = in.varint(); format != kFormat)
         in.fail("has format " + std::to_string(format) + ", this build reads " + std::to_string(kFormat));

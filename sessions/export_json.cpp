@@ -24,7 +24,8 @@ namespace {
 using Json = nlohmann::ordered_json; // keys in the order written: the bytes are the format
 
 constexpr const char* kFormat = "kvscope-runs";
-constexpr int64_t kVersion = 2; // 2: uuid, task, answer, sweep, cell (schema version 3)
+constexpr int64_t kVersion = 3; // 2: uuid, task, answer, sweep, cell (schema version 3); 3: a step's
+                                // reference_kv_bytes (schema version 4)
 
 // ---- [SECTION] export -----------------------------------------------------------------
 
@@ -119,6 +120,7 @@ Json step_json(const StoredStep& s) {
     j["top1"] = ref ? Json(e.top1) : Json(nullptr);
     j["match"] = ref ? Json(e.token == e.reference_token) : Json(nullptr); // derived: import ignores it
     j["kv_bytes"] = e.kv_bytes;
+    j["reference_kv_bytes"] = e.reference_kv_bytes >= 0 ? Json(e.reference_kv_bytes) : Json(nullptr);
     j["kv_slots"] = e.kv_slots;
     j["step_seconds"] = number(e.step_seconds);
     j["policy_seconds"] = number(e.policy_seconds);
@@ -272,7 +274,7 @@ struct ImportedRun {
     std::vector<ImportedStep> steps;
 };
 
-ImportedStep read_step(const Node& j, int64_t min_step) {
+ImportedStep read_step(const Node& j, int64_t min_step, int64_t version) {
     ImportedStep out;
     StepEvent& e = out.step.event;
     e.step = j["step"].integer(min_step, std::numeric_limits<int64_t>::max());
@@ -286,6 +288,7 @@ ImportedStep read_step(const Node& j, int64_t min_step) {
         e.top1 = j["top1"].boolean();
     }
     e.kv_bytes = j["kv_bytes"].count();
+    if (version >= 3 && !j["reference_kv_bytes"].is_null()) e.reference_kv_bytes = j["reference_kv_bytes"].count();
     e.kv_slots = j["kv_slots"].count();
     e.step_seconds = j["step_seconds"].real();
     e.policy_seconds = j["policy_seconds"].real();
@@ -358,7 +361,7 @@ ImportedRun read_run(const Node& j, int64_t version) {
     if (!j["summary"].is_null()) run.summary = read_summary(j["summary"]);
     for (const Node& name : j["comparisons"].items()) out.comparisons.push_back(name.string());
     for (const Node& step : j["steps"].items())
-        out.steps.push_back(read_step(step, out.steps.empty() ? 0 : out.steps.back().step.event.step + 1));
+        out.steps.push_back(read_step(step, out.steps.empty() ? 0 : out.steps.back().step.event.step + 1, version));
     return out;
 }
 

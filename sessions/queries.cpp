@@ -3,11 +3,13 @@
 #include "core/error.h"
 #include "core/head_roles.h"
 #include "core/policy.h"
+#include "sessions/attention_blob.h"
 #include "sessions/decision_blob.h"
 #include "sessions/schema.h"
 #include "sessions/token_blob.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace kvscope {
 
@@ -21,6 +23,8 @@ const char* const kRunColumns =
     "cell";
 
 std::string run_name(int64_t id) { return "run " + std::to_string(id); }
+
+constexpr int64_t kMaxAttentionKeys = int64_t(1) << 24; // columns of a row: a damaged count never inflates more
 
 // A measured value, or `otherwise` when the column is NULL (not measured).
 double real_or(const sql::Statement& q, int column, double otherwise) {
@@ -106,8 +110,8 @@ StoredRun load_run(sql::Connection& db, int64_t id) {
 
 std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id) {
     sql::Statement q = db.prepare("SELECT step, token, text, logprob, reference_token, reference_logprob, kl, top1, "
-                                  "kv_bytes, kv_slots, step_seconds, policy_seconds FROM steps WHERE run_id = ?1 "
-                                  "ORDER BY step",
+                                  "kv_bytes, kv_slots, step_seconds, policy_seconds, reference_kv_bytes FROM steps "
+                                  "WHERE run_id = ?1 ORDER BY step",
                                   "reading steps");
     q.bind_int(1, run_id);
     std::vector<StoredStep> steps;
@@ -126,6 +130,7 @@ std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id) {
         e.kv_slots = q.int64(9);
         e.step_seconds = q.real(10);
         e.policy_seconds = q.real(11);
+        e.reference_kv_bytes = q.is_null(12) ? -1 : q.int64(12);
         steps.push_back(std::move(s));
     }
     return steps;
@@ -145,6 +150,38 @@ std::vector<int64_t> steps_with_decisions(sql::Connection& db, int64_t run_id) {
     q.bind_int(1, run_id);
     std::vector<int64_t> steps;
     while (q.step()) steps.push_back(q.int64(0));
+    return steps;
+}
+
+std::vector<AttentionStep> load_attention(sql::Connection& db, int64_t run_id) {
+    sql::Statement q = db.prepare("SELECT step, layer, head, n_queries, n_keys, key_stride, data FROM attention_samples "
+                                  "WHERE run_id = ?1 ORDER BY step, layer, head",
+                                  "reading attention samples");
+    q.bind_int(1, run_id);
+    const std::string where = db.path() + ": " + run_name(run_id);
+    std::vector<AttentionStep> steps;
+    while (q.step()) {
+        const int64_t step = q.int64(0), layer = q.int64(1), head = q.int64(2), n_keys = q.int64(4), stride = q.int64(5);
+        const std::string at = "step " + std::to_string(step) + " L" + std::to_string(layer) + ".H" + std::to_string(head);
+        if (q.int64(3) != 1 || layer < 0 || head < 0 || n_keys < 1 || n_keys > kMaxAttentionKeys || stride < 1 ||
+            stride > std::numeric_limits<int32_t>::max())
+            throw Error(where, "attention_samples", at + " is malformed (one query per row, 1 .. " +
+                                                        std::to_string(kMaxAttentionKeys) + " columns, a positive stride)");
+        if (steps.empty() || steps.back().step != step) steps.push_back({step, 0, 0, int32_t(n_keys), int32_t(stride), {}});
+        AttentionStep& s = steps.back();
+        if (n_keys != steps.front().n_keys || stride != steps.front().key_stride)
+            throw Error(where, "attention_samples", at + " has other columns than the run's first row");
+        s.n_layer = int32_t(std::max<int64_t>(s.n_layer, layer + 1));
+        s.n_head = int32_t(std::max<int64_t>(s.n_head, head + 1));
+        const std::vector<float> row = decode_attention(q.text(6), size_t(n_keys), where + " " + at);
+        s.mass.insert(s.mass.end(), row.begin(), row.end());
+    }
+    // Rows are unique per (step, layer, head): a step holds every pair when it holds as many
+    // rows as its largest layer and head span.
+    for (const AttentionStep& s : steps)
+        if (s.n_layer != steps.front().n_layer || s.n_head != steps.front().n_head ||
+            s.mass.size() != size_t(s.n_layer) * size_t(s.n_head) * size_t(s.n_keys))
+            throw Error(where, "attention_samples", "step " + std::to_string(s.step) + " misses some layers or heads");
     return steps;
 }
 

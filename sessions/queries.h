@@ -24,6 +24,9 @@ std::vector<StoredStep> load_steps(sql::Connection& db, int64_t run_id);
 std::vector<Decision> load_decisions(sql::Connection& db, int64_t run_id, int64_t step);
 // The steps that have decisions, in order.
 std::vector<int64_t> steps_with_decisions(sql::Connection& db, int64_t run_id);
+// The run's attention samples (the GUI's, one query per row) by step, in step order; empty
+// when it has none. Throws Error for a damaged row or a step that misses some layer or head.
+std::vector<AttentionStep> load_attention(sql::Connection& db, int64_t run_id);
 // Deletes a run with its steps, decisions, samples and comparison entries.
 void delete_run(sql::Connection& db, int64_t id);
 // Stores a named collection of runs (a `kvscope compare`); returns its id.

@@ -37,8 +37,19 @@ struct StoredRun {
 };
 
 struct StoredStep {
-    StepEvent event;  // reference_token -1, kl 0, top1 true without a reference, as the engine sends it
+    StepEvent event;  // reference_token -1, kl 0, top1 true without a reference, as the engine sends it;
+                      // reference_kv_bytes -1 also for a step stored before schema version 4
     std::string text; // the token's bytes
+};
+
+// One decode step's attention as the GUI records it (attention_samples, one query per row):
+// for each layer and query head, the step's query's attention over key positions summed
+// into n_keys columns of key_stride positions each (column c: positions c * key_stride ..
+// (c+1) * key_stride - 1).
+struct AttentionStep {
+    int64_t step = 0;
+    int32_t n_layer = 0, n_head = 0, n_keys = 0, key_stride = 1;
+    std::vector<float> mass; // [n_layer][n_head][n_keys]
 };
 
 } // namespace kvscope

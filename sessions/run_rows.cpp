@@ -1,9 +1,11 @@
 #include "sessions/run_rows.h"
 
 #include "core/policy.h"
+#include "sessions/attention_blob.h"
 #include "sessions/decision_blob.h"
 #include "sessions/token_blob.h"
 
+#include <cassert>
 #include <cstdio>
 #include <mutex>
 #include <random>
@@ -77,8 +79,8 @@ void bind_summary(sql::Statement& q, int first, const RunSummary& s) {
 
 sql::Statement prepare_step(sql::Connection& db) {
     return db.prepare("INSERT INTO steps (run_id, step, token, text, logprob, reference_token, reference_logprob, "
-                      "kl, top1, match, kv_bytes, kv_slots, step_seconds, policy_seconds) "
-                      "VALUES (" + placeholders(1, 14) + ")",
+                      "kl, top1, match, kv_bytes, kv_slots, step_seconds, policy_seconds, reference_kv_bytes) "
+                      "VALUES (" + placeholders(1, 15) + ")",
                       "storing a step");
 }
 
@@ -97,7 +99,18 @@ void insert_step(sql::Statement& q, int64_t run_id, const StepEvent& e, std::str
             .bind_int(9, e.top1)
             .bind_int(10, e.token == e.reference_token);
     q.bind_int(11, e.kv_bytes).bind_int(12, e.kv_slots).bind_real(13, e.step_seconds).bind_real(14, e.policy_seconds);
+    if (e.reference_kv_bytes >= 0) q.bind_int(15, e.reference_kv_bytes);
     q.execute();
+}
+
+sql::Statement prepare_attention(sql::Connection& db) {
+    return db.prepare("INSERT INTO attention_samples (run_id, step, layer, head, n_queries, n_keys, key_stride, data) "
+                      "VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                      "storing a step's attention");
+}
+
+sql::Statement prepare_thin_attention(sql::Connection& db) {
+    return db.prepare("DELETE FROM attention_samples WHERE run_id = ?1 AND step % ?2 != 0", "thinning a run's attention");
 }
 
 void insert_decisions(sql::Statement& q, int64_t run_id, int64_t step, const std::vector<Decision>& decisions) {
@@ -108,6 +121,21 @@ void insert_decisions(sql::Statement& q, int64_t run_id, int64_t step, const std
         .bind_int(4, blob.size)
         .bind_blob(5, blob.data)
         .execute();
+}
+
+void insert_attention(sql::Statement& q, int64_t run_id, const AttentionStep& a) {
+    assert(a.mass.size() == size_t(a.n_layer) * size_t(a.n_head) * size_t(a.n_keys));
+    const float* row = a.mass.data();
+    for (int32_t layer = 0; layer < a.n_layer; ++layer)
+        for (int32_t head = 0; head < a.n_head; ++head, row += a.n_keys)
+            q.bind_int(1, run_id)
+                .bind_int(2, a.step)
+                .bind_int(3, layer)
+                .bind_int(4, head)
+                .bind_int(5, a.n_keys)
+                .bind_int(6, a.key_stride)
+                .bind_blob(7, encode_attention(row, size_t(a.n_keys)))
+                .execute();
 }
 
 } // namespace kvscope::rows

@@ -31,11 +31,17 @@ void bind_record(sql::Statement& q, int first, const RunRecord& record);
 // did not measure (no reference, a forced reference, no divergence) stays NULL.
 void bind_summary(sql::Statement& q, int first, const RunSummary& summary);
 
-// INSERT statements for one step and for its decisions.
+// INSERT statements for one step, its decisions and its attention samples.
 sql::Statement prepare_step(sql::Connection& db);
 sql::Statement prepare_decisions(sql::Connection& db);
+sql::Statement prepare_attention(sql::Connection& db);
 void insert_step(sql::Statement& q, int64_t run_id, const StepEvent& event, std::string_view text);
 // Stores the decisions as one blob (sessions/decision_blob.h).
 void insert_decisions(sql::Statement& q, int64_t run_id, int64_t step, const std::vector<Decision>& decisions);
+// Stores one row per (layer, query head), each one query's blob (sessions/attention_blob.h).
+void insert_attention(sql::Statement& q, int64_t run_id, const AttentionStep& attention);
+// A DELETE of the run's attention samples at steps that are not multiples of a stride
+// (?1 the run, ?2 the stride): what thinning a trace drops.
+sql::Statement prepare_thin_attention(sql::Connection& db);
 
 } // namespace kvscope::rows

@@ -159,6 +159,15 @@ CREATE TABLE sweep_cells (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 4: the reference's KV bytes after each step, so a stored run draws its reference's
+// memory line as a live one does (NULL without a reference, and for steps stored before).
+// attention_samples has its producer now, unchanged: the GUI's runs, one query per row
+// (n_queries 1), its key positions in columns of key_stride positions each, the last
+// column possibly partial.
+const char* const kVersion4 = R"sql(
+ALTER TABLE steps ADD COLUMN reference_kv_bytes INTEGER;
+)sql";
+
 int64_t pragma(sql::Connection& db, const std::string& name) {
     sql::Statement q = db.prepare("PRAGMA " + name, "reading the schema version");
     return q.step() ? q.int64(0) : 0;
@@ -214,7 +223,7 @@ std::unique_ptr<sql::Connection> open_for_writing(const std::string& path) {
 } // namespace
 
 const std::vector<Migration>& session_migrations() {
-    static const std::vector<Migration> all{{1, kVersion1}, {2, kVersion2}, {3, kVersion3}};
+    static const std::vector<Migration> all{{1, kVersion1}, {2, kVersion2}, {3, kVersion3}, {4, kVersion4}};
     return all;
 }
 

@@ -11,13 +11,14 @@
 namespace kvscope {
 
 struct SessionWriter::Statements {
-    sql::Statement begin, step, decisions, end;
+    sql::Statement begin, step, decisions, attention, thin_attention, end;
 
     explicit Statements(sql::Connection& db)
         : begin(db.prepare(std::string("INSERT INTO runs (") + rows::kRecordColumns + ", build_version, started_at) " +
                                "VALUES (" + rows::placeholders(1, rows::kRecordColumnCount + 1) + ", " + kSqlNow + ")",
                            "storing a run")),
           step(rows::prepare_step(db)), decisions(rows::prepare_decisions(db)),
+          attention(rows::prepare_attention(db)), thin_attention(rows::prepare_thin_attention(db)),
           end(db.prepare(std::string("UPDATE runs SET method = ?2, status = ?3, error = ?4, ended_at = ") + kSqlNow +
                              ", (" + rows::kSummaryColumns + ") = (" + rows::placeholders(5, rows::kSummaryColumnCount) +
                              ") WHERE id = ?1",
@@ -69,6 +70,16 @@ void SessionWriter::on_step(const StepEvent& event) {
     pending_step_ = -1;
     pending_.clear();
     enqueue(std::move(item), false);
+}
+
+void SessionWriter::on_attention_rows(AttentionStep rows) {
+    assert(run_id_ != 0 && "begin_run() before the run");
+    enqueue(Attention{run_id_, std::move(rows)}, false);
+}
+
+void SessionWriter::thin_attention(int64_t stride) {
+    assert(run_id_ != 0 && "begin_run() before the run");
+    enqueue(ThinAttention{run_id_, stride}, false);
 }
 
 void SessionWriter::enqueue(Item item, bool urgent) {
@@ -123,6 +134,10 @@ void SessionWriter::write_item(Item& item) {
         rows::insert_step(statements_->step, step->run_id, step->event, step->text);
         if (!step->decisions.empty())
             rows::insert_decisions(statements_->decisions, step->run_id, step->event.step, step->decisions);
+    } else if (auto* attention = std::get_if<Attention>(&item)) {
+        rows::insert_attention(statements_->attention, attention->run_id, attention->rows);
+    } else if (auto* thin = std::get_if<ThinAttention>(&item)) {
+        statements_->thin_attention.bind_int(1, thin->run_id).bind_int(2, thin->stride).execute();
     } else {
         auto& end = std::get<EndRun>(item);
         const RunSummary& s = end.summary;

@@ -1,13 +1,13 @@
 // SessionWriter: records runs into a sessions database while the engine runs them.
 //
-// The engine's thread only enqueues (a step's event and decisions); one writer thread owns
-// the connection and commits everything queued in one transaction, kCommitInterval
-// (250 ms) after the previous commit began, or as soon as the previous one ends when that
-// took longer. So a process killed at any moment loses at most the steps of the last
-// 250 ms (plus the commit then in flight), and the database stays whole: each WAL commit
-// is atomic. Commits are not fsynced (synchronous=NORMAL, sessions/schema.cpp): a
-// killed process loses nothing committed; a power cut may lose the last commits, never the
-// database.
+// The engine's thread only enqueues (a step's event and decisions, a viewer's attention
+// rows); one writer thread owns the connection and commits everything queued in one
+// transaction, kCommitInterval (250 ms) after the previous commit began, or as soon as the
+// previous one ends when that took longer. So a process killed at any moment loses at
+// most the steps of the last 250 ms (plus the commit then in flight), and the database
+// stays whole: each WAL commit is atomic. Commits are not fsynced (synchronous=NORMAL,
+// sessions/schema.cpp): a killed process loses nothing committed; a power cut may lose the
+// last commits, never the database.
 //
 // A run's row is stored when it begins, as 'unfinished', and becomes 'ok' or 'failed' when
 // it ends: a run whose process died stays 'unfinished'. When a write fails (a full disk),
@@ -60,6 +60,13 @@ public:
     void on_step(const StepEvent& event) override;
     void on_decisions(int64_t step, const std::vector<Decision>& decisions) override;
 
+    // The attention rows a viewer recorded at a decode step (the GUI bins the engine's
+    // attention itself), and the thinning of its record: the stored rows of the steps that
+    // are not multiples of `stride` are dropped, so the database holds what the viewer
+    // keeps. On the engine's thread, enqueue only.
+    void on_attention_rows(AttentionStep rows);
+    void thin_attention(int64_t stride);
+
 private:
     struct BeginRun {
         RunRecord run;
@@ -77,7 +84,14 @@ private:
         RunSummary summary;
         std::promise<void> stored;
     };
-    using Item = std::variant<BeginRun, Step, EndRun>;
+    struct Attention {
+        int64_t run_id;
+        AttentionStep rows;
+    };
+    struct ThinAttention {
+        int64_t run_id, stride;
+    };
+    using Item = std::variant<BeginRun, Step, EndRun, Attention, ThinAttention>;
     struct Statements;
 
     void enqueue(Item item, bool urgent);

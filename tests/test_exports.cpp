@@ -51,6 +51,7 @@ StepEvent step_event(int64_t k, bool reference) {
     e.kl = reference ? 0.001 * double(k * k) : 0;
     e.top1 = !reference || k != 3;
     e.kv_bytes = 1000 * (k + 1);
+    e.reference_kv_bytes = reference ? 2000 * (k + 1) : -1;
     e.kv_slots = 10 * (k + 1);
     e.step_seconds = k == 0 ? 0.0123456789 : 0.001 + 1e-7 * double(k);
     e.policy_seconds = k % 2 ? 0.00025 : 0; // a step where the policy did nothing
@@ -147,13 +148,16 @@ TEST(ExportJson, ImportThenExportGivesTheSameBytes) {
     }
 }
 
-// A version 1 document (before run identities) imports, each run with a new uuid.
+// A version 1 document (before run identities and the steps' reference KV bytes) imports,
+// each run with a new uuid.
 TEST(ExportJson, ImportsVersionOneDocuments) {
     auto db = open_session_db(make_sessions("json_v1"), SessionAccess::write);
     Json doc = Json::parse(exported(*db, {1, 2}, export_json));
     doc["version"] = 1;
-    for (Json& run : doc["runs"])
+    for (Json& run : doc["runs"]) {
         for (const char* key : {"uuid", "task", "answer", "sweep", "cell"}) run.erase(key);
+        for (Json& step : run["steps"]) step.erase("reference_kv_bytes");
+    }
     auto fresh = open_session_db(scratch("json_v1_into") + "/s.db", SessionAccess::write);
     const ImportResult imported = import_json(*fresh, doc.dump(), "v1.json");
     ASSERT_EQ(imported.stored.size(), 2u);
@@ -173,7 +177,7 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3 * (int64_t(kTexts.size()) + 2) + 2);
     const Json doc = Json::parse(text);
     EXPECT_EQ(doc["format"], "kvscope-runs");
-    EXPECT_EQ(doc["version"], 2);
+    EXPECT_EQ(doc["version"], 3);
     const Json& run = doc["runs"][0];
     EXPECT_FALSE(run.contains("id"));
     EXPECT_EQ(run["method"], "snapkv(window=32,kernel=7)+pyramid"); // canonical, from the summary
@@ -187,6 +191,7 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_EQ(steps[2]["match"], false);
     EXPECT_EQ(steps[3]["top1"], false);
     EXPECT_EQ(steps[4]["logprob"], "-inf");
+    EXPECT_EQ(steps[4]["reference_kv_bytes"], 10000);
     EXPECT_EQ(steps[1]["text"], " a, b");
     EXPECT_EQ(steps[5]["text"], "\xEF\xBF\xBD"); // half a character: U+FFFD, and the byte exactly
     EXPECT_EQ(steps[5]["text_hex"], "c3");
@@ -197,6 +202,7 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_TRUE(no_reference["summary"]["mean_kl"].is_null());
     EXPECT_TRUE(no_reference["steps"][0]["reference_token"].is_null());
     EXPECT_TRUE(no_reference["steps"][0]["kl"].is_null());
+    EXPECT_TRUE(no_reference["steps"][0]["reference_kv_bytes"].is_null());
     const Json& unfinished = doc["runs"][2];
     EXPECT_TRUE(unfinished["summary"].is_null());
     EXPECT_TRUE(unfinished["ended_at"].is_null());
@@ -218,7 +224,7 @@ TEST(ExportJson, ImportRefusesBadDocumentsAndStoresNothing) {
     const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
         {good.substr(0, good.size() / 2), {"JSON", "parse error"}},
         {"[1, 2]", {"format", "not a KVScope runs export"}},
-        {broken([](Json& d) { d["version"] = 3; }), {"version", "newer"}},
+        {broken([](Json& d) { d["version"] = 4; }), {"version", "newer"}},
         {broken([](Json& d) { d["runs"][1]["uuid"] = "ABC"; }), {"runs[1].uuid", "32 lowercase hex digits"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3].erase("token"); }), {"runs[1].steps[3].token", "missing"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3]["step"] = 1; }), {"runs[1].steps[3].step", "integer from 3"}},

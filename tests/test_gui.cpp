@@ -4,15 +4,15 @@
 // and the test checks what came out: the run finished with evictions, it produced the
 // same tokens as the same run from the command line, it is in the session database with
 // those tokens, the dialog's export is the bytes `kvscope export` writes, the reopened run
-// has the live run's tokens, the screenshot shows the views (the eviction raster's kept
-// colour, the token strip's mismatch colour) and each tab view's screenshot is its own, as
-// is the export view's popped out into its own window, and the layout (with that view out)
-// was saved in the ini file under $XDG_CONFIG_HOME; Ctrl+P and Esc open and
-// close the command palette, the plain Right and Down arrows move the selection a step and
-// a layer, Space pauses and resumes, "." steps once. Its tour then runs a
+// has the live run's tokens, reference KV bytes and attention rows, the screenshot shows
+// the views (the eviction raster's kept colour, the token strip's mismatch colour) and each
+// tab view's screenshot is its own, as is the export view's popped out into its own window,
+// and the layout (with that view out) was saved in the ini file under $XDG_CONFIG_HOME;
+// Ctrl+P and Esc open and close the command palette, the plain Right and Down arrows move
+// the selection a step and a layer, Space pauses and resumes, "." steps once. Its tour then runs a
 // second budget, analyzes every head, opens the best retrieval head's probe map, and shows
 // each view alone: every view's picture is drawn and differs from every other's. Smaller
-// scenarios: a bad model file, a plugin that fails to load and one that throws in a hook
+// scenarios: a bad model file, a plugin that fails to load and one that crashes in a hook
 // end in the banner and the run's status while the workbench keeps drawing; a database
 // that cannot be opened costs the record, not the run; a plugin reload waits for the run
 // using it; the session browser deletes a run; Stop works during the reference.
@@ -55,12 +55,17 @@ Result Shell(const std::string& command) {
 
 bool OnPath(const std::string& program) { return Shell("command -v " + program).status == 0; }
 
+// The rest of the line of `text` that starts with `label` and a space ("" when none does).
+std::string LineAfter(const std::string& text, const std::string& label) {
+    const size_t at = text.find("\n" + label + " ");
+    if (at == std::string::npos) return "";
+    return text.substr(at + label.size() + 2, text.find('\n', at + 1) - at - label.size() - 2);
+}
+
 // The numbers after `label` on its line of `text`.
 std::vector<int> NumbersAfter(const std::string& text, const std::string& label) {
     std::vector<int> out;
-    const size_t at = text.find("\n" + label + " ");
-    if (at == std::string::npos) return out;
-    std::istringstream line(text.substr(at + label.size() + 2, text.find('\n', at + 1) - at - label.size() - 2));
+    std::istringstream line(LineAfter(text, label));
     for (int v; line >> v;) out.push_back(v);
     return out;
 }
@@ -177,6 +182,13 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     EXPECT_EQ(CliTokens(stored.output), gui_tokens) << stored.output;
     EXPECT_NE(stored.output.find("run 1 (ok)"), std::string::npos) << stored.output;
     EXPECT_EQ(NumbersAfter(gui.output, "opened tokens"), gui_tokens) << gui.output;
+    // ... with the reference's KV bytes at each step, and the attention rows the live run's
+    // heatmap held (every decode step's: the prefill, step 0, has no row).
+    EXPECT_EQ(NumbersAfter(gui.output, "reference kv").size(), size_t(kSteps)) << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "opened reference kv"), LineAfter(gui.output, "reference kv")) << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "attention").rfind(std::to_string(kSteps - 1) + " steps (every 1)", 0), 0u)
+        << gui.output;
+    EXPECT_EQ(LineAfter(gui.output, "opened attention"), LineAfter(gui.output, "attention")) << gui.output;
 
     // The export dialog wrote what `kvscope export` writes of the same run.
     const std::string cli_export = (scratch / "cli-export.json").string();

@@ -1,7 +1,7 @@
 // The views' data logic, without a window: folding long axes (the heatmaps' pooling keeps
-// the max or the total), the attention trace's memory cap and thinning and its copy to the
-// UI, the kept sets two runs diff, the selection's query head, and the image builder
-// (newest request wins, the UI thread uploads).
+// the max or the total), the attention trace's equal bins, memory cap and thinning and its
+// copy to the UI, the kept sets two runs diff, the selection's query head, and the image
+// builder (newest request wins, the UI thread uploads).
 #include "views/image_builder.h"
 #include "views/snapshot.h"
 
@@ -78,6 +78,19 @@ AttentionTrace Trace() {
     AttentionTrace t;
     t.n_layer = 2, t.n_head = 3, t.bins = 4, t.n_positions = 40;
     return t;
+}
+
+// Bins of equal width, ceil(context / 256) positions each, that FoldCell over n_positions
+// agrees with (the heatmap folds by it): the session database stores their width.
+TEST(AttentionTrace, BinsAreEqualAndAsFewAsTheirWidthNeeds) {
+    struct Case { int64_t context, stride, bins; };
+    for (const Case c : {Case{40, 1, 40}, Case{256, 1, 256}, Case{257, 2, 129}, Case{300, 2, 150}, Case{513, 3, 171}}) {
+        const AttentionTrace t = AttentionTrace::Shaped(2, 3, c.context, 256);
+        EXPECT_EQ(t.key_stride(), c.stride) << c.context;
+        EXPECT_EQ(t.bins, c.bins) << c.context;
+        EXPECT_EQ(t.n_positions, c.bins * c.stride) << c.context;
+        for (int64_t p = 0; p < c.context; ++p) ASSERT_EQ(FoldCell(p, t.n_positions, t.bins), p / c.stride) << p;
+    }
 }
 
 TEST(AttentionTrace, ThinsOldStepsUnderItsCap) {

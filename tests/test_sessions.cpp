@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/head_roles.h"
 #include "core/policy.h"
+#include "sessions/attention_blob.h"
 #include "sessions/decision_blob.h"
 #include "sessions/model_hash.h"
 #include "sessions/merge.h"
@@ -22,8 +23,10 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -59,6 +62,7 @@ StepEvent sample_step(int64_t k, bool reference) {
     e.kl = reference ? 0.01 * double(k) : 0;
     e.top1 = !reference || k % 2 == 0;
     e.kv_bytes = 4096 * (k + 1);
+    e.reference_kv_bytes = reference ? 8192 * (k + 1) : -1;
     e.kv_slots = 8 * (k + 1);
     e.step_seconds = 0.002;
     e.policy_seconds = 0.0005;
@@ -78,15 +82,45 @@ std::vector<Decision> sample_decisions(int64_t n, uint32_t seed) {
     return out;
 }
 
+// A decode step's attention over 2 layers x 3 query heads in 5 columns of 4 positions,
+// with floats whose bits a careless round trip would change (a subnormal, -0, the largest).
+AttentionStep sample_attention(int64_t step) {
+    AttentionStep a{step, 2, 3, 5, 4, {}};
+    std::mt19937 rng{uint32_t(step)};
+    std::uniform_real_distribution<float> share(0, 1);
+    for (int i = 0; i < 2 * 3 * 5; ++i) a.mass.push_back(share(rng));
+    a.mass[0] = std::numeric_limits<float>::denorm_min();
+    a.mass[1] = -0.0f;
+    a.mass[2] = std::numeric_limits<float>::max();
+    return a;
+}
+
+std::vector<uint32_t> float_bits(const std::vector<float>& values) {
+    std::vector<uint32_t> bits(values.size());
+    std::memcpy(bits.data(), values.data(), values.size() * 4);
+    return bits;
+}
+
+void expect_same_attention(const AttentionStep& got, const AttentionStep& want) {
+    EXPECT_EQ(got.step, want.step);
+    EXPECT_EQ(got.n_layer, want.n_layer);
+    EXPECT_EQ(got.n_head, want.n_head);
+    EXPECT_EQ(got.n_keys, want.n_keys);
+    EXPECT_EQ(got.key_stride, want.key_stride);
+    EXPECT_EQ(float_bits(got.mass), float_bits(want.mass)) << "step " << want.step;
+}
+
 using test::sample_summary;
 
-// Writes one run of `n_steps` (decisions at every second step) as `record`; returns its
-// id. An unfinished run is left without its end, as a killed process leaves it.
+// Writes one run of `n_steps` (decisions at every second step, attention at every decode
+// step) as `record`; returns its id. An unfinished run is left without its end, as a
+// killed process leaves it.
 int64_t store_run(SessionWriter& writer, int64_t n_steps, const RunRecord& record = sample_record(),
                   bool finished = true) {
     const int64_t id = writer.begin_run(record, [](int32_t t) { return "t" + std::to_string(t); });
     for (int64_t k = 0; k < n_steps; ++k) {
         if (k % 2 == 1) writer.on_decisions(k, sample_decisions(16 + k, uint32_t(k)));
+        if (k > 0) writer.on_attention_rows(sample_attention(k));
         writer.on_step(sample_step(k, true));
     }
     if (finished) writer.end_run(sample_summary(n_steps));
@@ -157,12 +191,15 @@ TEST(SessionSchema, OpensDatabasesOfEveryEarlierVersion) {
         EXPECT_EQ(run.record.prompt_tokens, (std::vector<int32_t>{1, 2}));
         EXPECT_EQ(run.status, "ok");
         EXPECT_FALSE(run.summary); // written before runs had summaries
-        EXPECT_EQ(run.record.uuid.size(), 32u); // given one by version 3
+        if (version < 3) {
+            EXPECT_EQ(run.record.uuid.size(), 32u); // given one by version 3
+        }
         const std::vector<StoredStep> steps = load_steps(*db, 7);
         ASSERT_EQ(steps.size(), 1u);
         EXPECT_EQ(steps[0].event.token, 42);
         EXPECT_EQ(steps[0].text, "hi");
         EXPECT_EQ(steps[0].event.reference_token, -1);
+        EXPECT_EQ(steps[0].event.reference_kv_bytes, -1); // not stored before version 4
     }
 }
 
@@ -205,6 +242,16 @@ TEST(DecisionBlob, DamagedBlobsGiveErrorsNotCrashes) {
     }
 }
 
+TEST(AttentionBlob, DamagedBlobsGiveErrorsNotCrashes) {
+    const AttentionStep a = sample_attention(3);
+    const std::string good = encode_attention(a.mass.data(), a.mass.size());
+    EXPECT_EQ(float_bits(decode_attention(good, a.mass.size(), "w")), float_bits(a.mass));
+    expect_error([&] { decode_attention(good, a.mass.size() + 1, "run 1 step 3"); },
+                 {"run 1 step 3", "attention_samples", "zlib"});
+    expect_error([&] { decode_attention(good, size_t(1) << 40, "w"); }, {"implausible size"});
+    expect_error([&] { decode_attention("not zlib at all", 4, "w"); }, {"zlib"});
+}
+
 // ---- the writer -----------------------------------------------------------------------
 
 TEST(SessionWriter, StoresRunsStepsAndDecisionsAsGiven) {
@@ -239,6 +286,7 @@ TEST(SessionWriter, StoresRunsStepsAndDecisionsAsGiven) {
         EXPECT_DOUBLE_EQ(steps[k].event.kl, want_step.kl);
         EXPECT_EQ(steps[k].event.top1, want_step.top1);
         EXPECT_EQ(steps[k].event.kv_slots, want_step.kv_slots);
+        EXPECT_EQ(steps[k].event.reference_kv_bytes, want_step.reference_kv_bytes);
         EXPECT_EQ(steps[k].text, "t" + std::to_string(want_step.token));
         const std::vector<Decision> d = load_decisions(*db, id, k);
         EXPECT_EQ(d.empty(), k % 2 == 0);
@@ -247,6 +295,49 @@ TEST(SessionWriter, StoresRunsStepsAndDecisionsAsGiven) {
         }
     }
     EXPECT_EQ(steps_with_decisions(*db, id).size(), 6u);
+    const std::vector<AttentionStep> attention = load_attention(*db, id);
+    ASSERT_EQ(attention.size(), 11u);
+    for (int64_t k = 1; k < 12; ++k) expect_same_attention(attention[size_t(k - 1)], sample_attention(k));
+}
+
+// The writer stores a viewer's attention as it records it: one row per layer x query
+// head, one query each, and a thinning drops the stored rows the viewer drops.
+TEST(SessionWriter, StoresAttentionRowsBitExactAndThinsThemAsTheViewerDoes) {
+    const std::string path = scratch("attention") + "/s.db";
+    {
+        SessionWriter writer(path);
+        writer.begin_run(sample_record(), [](int32_t) { return std::string("x"); });
+        for (int64_t k = 1; k <= 5; ++k) writer.on_attention_rows(sample_attention(k));
+        writer.thin_attention(2); // the viewer kept steps 2 and 4, records every second step on
+        for (int64_t k = 6; k <= 8; k += 2) writer.on_attention_rows(sample_attention(k));
+        writer.end_run(sample_summary(0));
+    }
+    auto db = open_session_db(path, SessionAccess::read);
+    EXPECT_EQ(count(*db, "attention_samples"), 4 * 2 * 3);
+    sql::Statement q = db->prepare("SELECT count(*) FROM attention_samples WHERE n_queries = 1 AND n_keys = 5 AND "
+                                   "key_stride = 4 AND layer < 2 AND head < 3", "t");
+    ASSERT_TRUE(q.step());
+    EXPECT_EQ(q.int64(0), 4 * 2 * 3);
+    const std::vector<AttentionStep> attention = load_attention(*db, 1);
+    ASSERT_EQ(attention.size(), 4u);
+    for (size_t i = 0; i < attention.size(); ++i) expect_same_attention(attention[i], sample_attention(int64_t(2 * i + 2)));
+}
+
+// A damaged row, or a step that misses a head, is an Error naming the run, never a crash
+// or a short row.
+TEST(SessionQueries, DamagedAttentionSamplesGiveErrors) {
+    const std::string path = scratch("attention_damaged") + "/s.db";
+    {
+        SessionWriter writer(path);
+        store_run(writer, 3);
+    }
+    auto db = open_session_db(path, SessionAccess::write);
+    db->exec("DELETE FROM attention_samples WHERE step = 2 AND layer = 1 AND head = 2", "t");
+    expect_error([&] { load_attention(*db, 1); }, {path, "run 1", "attention_samples", "step 2 misses"});
+    db->exec("UPDATE attention_samples SET n_keys = 6 WHERE step = 1 AND layer = 0 AND head = 0", "t");
+    expect_error([&] { load_attention(*db, 1); }, {"step 1 L0.H0", "zlib"});
+    db->exec("UPDATE attention_samples SET n_queries = 2 WHERE step = 1", "t");
+    expect_error([&] { load_attention(*db, 1); }, {"step 1 L0.H0", "malformed"});
 }
 
 TEST(SessionWriter, RunWithoutReferenceStoresNullsAndReadsBackAsTheEngineSendsIt) {
@@ -260,11 +351,13 @@ TEST(SessionWriter, RunWithoutReferenceStoresNullsAndReadsBackAsTheEngineSendsIt
         writer.end_run(s);
     }
     auto db = open_session_db(path, SessionAccess::read);
-    sql::Statement q = db->prepare("SELECT reference_token IS NULL AND kl IS NULL AND match IS NULL FROM steps", "t");
+    sql::Statement q = db->prepare("SELECT reference_token IS NULL AND kl IS NULL AND match IS NULL AND "
+                                   "reference_kv_bytes IS NULL FROM steps", "t");
     ASSERT_TRUE(q.step());
     EXPECT_EQ(q.int64(0), 1);
     const std::vector<StoredStep> steps = load_steps(*db, 1);
     EXPECT_EQ(steps.at(0).event.reference_token, -1);
+    EXPECT_EQ(steps.at(0).event.reference_kv_bytes, -1);
     EXPECT_EQ(steps.at(0).text, "");
     EXPECT_FALSE(load_run(*db, 1).summary->has_reference);
 }
@@ -306,7 +399,7 @@ TEST(SessionWriter, EngineNeverWaitsOnTheDatabase) {
     EXPECT_EQ(count(*blocker, "steps"), 1000);
 }
 
-TEST(SessionQueries, DeleteRemovesTheRunWithItsStepsDecisionsAndComparisonEntries) {
+TEST(SessionQueries, DeleteRemovesTheRunWithItsStepsDecisionsSamplesAndComparisonEntries) {
     const std::string path = scratch("delete") + "/s.db";
     {
         SessionWriter writer(path);
@@ -320,6 +413,7 @@ TEST(SessionQueries, DeleteRemovesTheRunWithItsStepsDecisionsAndComparisonEntrie
     EXPECT_EQ(list_runs(*db).size(), 1u);
     EXPECT_EQ(count(*db, "steps"), 4);
     EXPECT_EQ(count(*db, "decisions"), 2);
+    EXPECT_EQ(count(*db, "attention_samples"), 3 * 2 * 3); // run 2's decode steps x layers x heads
     EXPECT_EQ(comparison_runs(*db, "h2o at two lengths"), (std::vector<int64_t>{2}));
     expect_error([&] { delete_run(*db, 1); }, {path, "run 1", "no such run"});
     expect_error([&] { load_run(*db, 99); }, {path, "run 99", "no such run"});
@@ -379,6 +473,9 @@ TEST(SessionMerge, CopiesEveryRunOnceWithItsRows) {
         EXPECT_EQ(run.stored_steps, id == 4 ? 3 : 4);
         EXPECT_EQ(steps_with_decisions(*target, id).size(), id == 4 ? 1u : 2u);
         EXPECT_EQ(load_decisions(*target, id, 1)[3].kept, sample_decisions(17, 1)[3].kept);
+        const std::vector<AttentionStep> attention = load_attention(*target, id);
+        ASSERT_EQ(attention.size(), id == 4 ? 2u : 3u);
+        expect_same_attention(attention.back(), sample_attention(id == 4 ? 2 : 3));
         EXPECT_EQ(run.summary->mean_kl, sample_summary(4).mean_kl);
     }
     EXPECT_EQ(load_run(*target, 3).record.cell, "c");

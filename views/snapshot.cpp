@@ -66,6 +66,15 @@ const float* AttentionTrace::Row(size_t i, int layer, int head) const {
     return at + size_t(bins) <= mass.size() ? mass.data() + at : nullptr;
 }
 
+AttentionTrace AttentionTrace::Shaped(int32_t n_layer, int32_t n_head, int64_t n_positions, int64_t max_bins) {
+    AttentionTrace t;
+    const int64_t stride = (n_positions + max_bins - 1) / max_bins;
+    t.n_layer = n_layer, t.n_head = n_head;
+    t.bins = int32_t((n_positions + stride - 1) / stride);
+    t.n_positions = t.bins * stride;
+    return t;
+}
+
 void AttentionTrace::Append(int32_t step, const float* rows, size_t max_bytes) {
     while (!steps.empty() && (steps.size() + 1) * row_size() * sizeof(float) > max_bytes) Thin();
     if (step % stride != 0 || (!steps.empty() && step <= steps.back())) return;

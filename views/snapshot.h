@@ -38,19 +38,27 @@ struct Eviction {
     int32_t step = 0, layer = 0, head = 0, position = 0;
 };
 
-// The attention each query head paid its keys at the run's decode steps, summed into
-// position bins (FoldCell below: bin b holds the positions FoldStart(b) .. FoldStart(b+1) - 1
-// of the run's final context), so a bin holds a share of the step's attention and the
-// bins of a row sum to 1. Steps are recorded while they fit a memory cap; past it every
-// other recorded step is dropped and the stride doubles (thinning: old steps stay, coarser).
+// The attention each query head paid its keys at the run's decode steps, summed into bins
+// of key_stride() positions each (bin b holds positions b * key_stride() .. (b+1) *
+// key_stride() - 1), so a bin holds a share of the step's attention and the bins of a row
+// sum to 1. Equal bins keep columns comparable (no stripes where a bin holds one more key)
+// and are what the session database stores (attention_samples.key_stride). n_positions is
+// a whole number of bins, so FoldCell / FoldStart over it give the same bins. Steps are
+// recorded while they fit a memory cap; past it every other recorded step is dropped and
+// the stride doubles (thinning: old steps stay, coarser).
 struct AttentionTrace {
     int32_t n_layer = 0, n_head = 0, bins = 0;
-    int64_t n_positions = 0;    // the run's context at its end: prompt + steps
+    int64_t n_positions = 0;    // the key positions the bins span: the run's final context
+                                // (prompt + steps), rounded up to whole bins
     int32_t stride = 1;         // steps recorded: those that are multiples of it
     uint32_t generation = 0;    // bumped when thinned: a copy must start over
     std::vector<int32_t> steps; // recorded decode steps, increasing
     std::vector<float> mass;    // [steps][n_layer][n_head][bins]
     size_t row_size() const { return size_t(n_layer) * size_t(n_head) * size_t(bins); }
+    int64_t key_stride() const { return bins > 0 ? n_positions / bins : 0; }
+    // An empty trace for a context of `n_positions` (> 0) keys in at most `max_bins` equal
+    // bins (the last may reach past the context).
+    static AttentionTrace Shaped(int32_t n_layer, int32_t n_head, int64_t n_positions, int64_t max_bins);
     // The bins of one step (index into `steps`), layer and query head; null when absent.
     const float* Row(size_t i, int layer, int head) const;
     // Adds a step's rows ([n_layer][n_head][bins]) when its step is a multiple of the
