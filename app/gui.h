@@ -35,6 +35,9 @@ struct GuiOptions {
     bool stop_in_reference = false; // stop the run (Shift+F5) while its reference runs
     std::string reload_plugin;      // press this plugin's Reload as the run starts
     bool delete_run = false;        // delete the stored run from the session browser at the end
+    // Run these methods after the first, one after another at the same budget (the README's
+    // story: SnapKV, then H2O and StreamingLLM beside it); the export then holds every run.
+    std::vector<std::string> then_methods;
     // Then, when set: a second run at twice the budget, the head analysis (then its scores
     // read back from the sessions database), the top retrieval head's probe map, and each view alone in the window, saved as
     // <tour>/<view>.png (the heatmap twice: attention-run, attention-probe; the head grid

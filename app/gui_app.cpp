@@ -211,6 +211,8 @@ void add_gui_options(CLI::App& cmd, GuiOptions& o) {
     cmd.add_option("--export", o.export_path, "scenario: export the stored run to this file from the export dialog");
     cmd.add_option("--export-format", o.export_format, "scenario: the export's format")->capture_default_str();
     cmd.add_flag("--pause", o.pause, "scenario: pause the run with Space, take one step with '.', resume");
+    cmd.add_option("--then", o.then_methods, "scenario: then run these methods in turn at the same budget (comma-separated)")
+        ->delimiter(',');
     cmd.add_flag("--delete", o.delete_run, "scenario: delete the stored run from the session browser at the end");
     cmd.add_option("--reload-plugin", o.reload_plugin, "scenario: reload this plugin while the run runs");
     cmd.add_flag("--stop-in-reference", o.stop_in_reference, "scenario: stop the run while its reference runs");

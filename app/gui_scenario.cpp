@@ -163,17 +163,17 @@ void Scenario::ExercisePause(const RunView& run, bool paused) {
 void Scenario::ReloadDuringRun(Shell& shell) {
     const Snapshot& snap = shell.snapshot();
     if (reload_ == ReloadTest::Start) {
-        if (!snap.runs[live_run_].live()) return; // too late to test anything: reported NOT requested
+        if (!snap.runs[current_run_].live()) return; // too late to test anything: reported NOT requested
         shell.commands().load_plugin = options_.reload_plugin;
         plugin_loads_ = snap.catalog.plugin_loads;
         reload_ = ReloadTest::Requested;
     } else if (reload_ == ReloadTest::Requested && snap.catalog.plugin_loads != plugin_loads_) {
-        reload_ = snap.runs[live_run_].live() ? ReloadTest::DuringRun : ReloadTest::AfterRun;
+        reload_ = snap.runs[current_run_].live() ? ReloadTest::DuringRun : ReloadTest::AfterRun;
     }
 }
 
 void Scenario::LoadPlugin(Shell& shell) {
-    if (options_.load_plugin.empty()) return StartRun(shell);
+    if (options_.load_plugin.empty()) return StartRun(shell, options_.method);
     shell.ShowView("Plugin manager");
     shell.dialogs().plugin_path = options_.load_plugin;
     shell.commands().load_plugin = options_.load_plugin; // as its "Load .so" button
@@ -181,34 +181,38 @@ void Scenario::LoadPlugin(Shell& shell) {
     phase_ = Phase::LoadingPlugin;
 }
 
-void Scenario::StartRun(Shell& shell) {
+void Scenario::StartRun(Shell& shell, const std::string& method) {
     const Snapshot& snap = shell.snapshot();
-    if (!SelectMethod(snap, shell.setup(), options_.method)) return Fail("no method named " + options_.method);
+    if (!SelectMethod(snap, shell.setup(), method)) return Fail("no method named " + method);
     shell.setup().source = PromptSource::Chat;
     shell.setup().prompt = options_.prompt;
     shell.setup().budget = options_.budget;
     shell.setup().n_predict = options_.steps;
     shell.setup().reference = true;
     shell.setup().stop_at_end = !options_.ignore_eos;
-    live_run_ = snap.runs.size();
+    current_run_ = snap.runs.size();
+    if (then_ == 0) live_run_ = current_run_;
     shell.ShowView(""); // the run decodes on the workbench
     shell.RunNow();
     phase_ = Phase::Running;
 }
 
-// The run is over: export it and open it again from the database, when it was stored (a
-// database that fails costs the record, not the run: then the live run is viewed).
+// The run is over: the next of --then's runs, or export them all and open the first again
+// from the database, when it was stored (a database that fails costs the record, not the
+// run: then the live run is viewed).
 void Scenario::RunEnded(Shell& shell) {
-    const RunView& run = shell.snapshot().runs[live_run_];
-    stored_id_ = run.stored_id;
+    const RunView& run = shell.snapshot().runs[current_run_];
     if (run.status != RunView::Status::Done)
         return Fail("the run ended " + std::string(StatusName(run.status)) + ": " + run.error);
+    if (run.stored_id >= 0) stored_ids_.push_back(run.stored_id);
+    if (current_run_ == live_run_) stored_id_ = run.stored_id;
+    if (then_ < options_.then_methods.size()) return StartRun(shell, options_.then_methods[then_++]);
     if (stored_id_ < 0) {
         phase_ = Phase::Viewing;
         return;
     }
     DialogState& d = shell.dialogs();
-    d.chosen_runs = {stored_id_};
+    d.chosen_runs = stored_ids_;
     if (!options_.export_path.empty()) {
         shell.ShowView("Export");
         d.export_request.format = options_.export_format;
@@ -315,20 +319,20 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
             LoadPlugin(shell);
         return;
     case Phase::LoadingPlugin:
-        if (snap.catalog.plugin_loads != plugin_loads_) StartRun(shell); // loaded, or an error in the banner
+        if (snap.catalog.plugin_loads != plugin_loads_) StartRun(shell, options_.method); // loaded, or an error in the banner
         return;
     case Phase::Running:
-        if (snap.runs.size() <= live_run_) return; // the request is on its way
+        if (snap.runs.size() <= current_run_) return; // the request is on its way
         decoding_ms_.push_back(last_frame_ms);
         if (!options_.reload_plugin.empty()) ReloadDuringRun(shell);
-        if (!snap.runs[live_run_].live() && reload_ != ReloadTest::Requested) return RunEnded(shell);
-        if (options_.pause) ExercisePause(snap.runs[live_run_], snap.paused);
+        if (!snap.runs[current_run_].live() && reload_ != ReloadTest::Requested) return RunEnded(shell);
+        if (options_.pause) ExercisePause(snap.runs[current_run_], snap.paused);
         if (!options_.running_screenshot.empty() && !running_shot_ &&
-            int64_t(snap.runs[live_run_].steps.size()) * 2 >= options_.steps) {
+            int64_t(snap.runs[current_run_].steps.size()) * 2 >= options_.steps) {
             shot_ = options_.running_screenshot;
             running_shot_ = true;
         }
-        if (options_.stop_in_reference && snap.runs[live_run_].status == RunView::Status::Reference)
+        if (options_.stop_in_reference && snap.runs[current_run_].status == RunView::Status::Reference)
             Press({GLFW_KEY_LEFT_SHIFT, GLFW_KEY_F5}); // Run: stop
         return;
     case Phase::Exporting:
@@ -340,7 +344,7 @@ void Scenario::Advance(Shell& shell, double last_frame_ms) {
         phase_ = Phase::Viewing;
         return;
     case Phase::Viewing:
-        if (stored_id_ >= 0 && snap.runs.size() < live_run_ + 2) return; // the stored run is on its way
+        if (stored_id_ >= 0 && snap.runs.size() < current_run_ + 2) return; // the stored run is on its way
         viewing_ms_.push_back(last_frame_ms);
         return View(shell);
     case Phase::Deleting: return Delete(shell);
@@ -437,6 +441,11 @@ int Scenario::Finish(const Shell& shell) {
         PrintAttention("attention", run.attention);
         if (stored_id_ < 0) std::printf("NOT stored\n"); // as it ended (a delete comes later)
         else std::printf("stored as run %lld in %s\n", (long long)stored_id_, snap.catalog.db_path.c_str());
+    }
+    for (size_t i = 0; i < options_.then_methods.size() && live_run_ + 1 + i < snap.runs.size(); ++i) {
+        const RunView& run = snap.runs[live_run_ + 1 + i];
+        std::printf("then run #%zu %s @ %s: %s, %zu steps, %zu evictions\n", live_run_ + 2 + i, run.method.c_str(),
+                    run.budget.c_str(), StatusName(run.status), run.steps.size(), run.evictions.size());
     }
     const auto opened = std::find_if(snap.runs.begin(), snap.runs.end(), [](const RunView& r) { return r.opened; });
     if (opened != snap.runs.end()) {

@@ -45,7 +45,7 @@ private:
     void ExercisePause(const RunView& run, bool paused);
     void LoadPlugin(Shell& shell);
     void ReloadDuringRun(Shell& shell);
-    void StartRun(Shell& shell);
+    void StartRun(Shell& shell, const std::string& method);
     void RunEnded(Shell& shell);
     void View(Shell& shell);
     void Delete(Shell& shell);
@@ -68,6 +68,9 @@ private:
     size_t errors_ = 0;              // banner errors when a model load was asked for
     size_t live_run_ = 0;            // the run started here, in Snapshot::runs
     int64_t stored_id_ = -1;         // its id in the session database
+    size_t current_run_ = 0;         // the run in progress: the first, or one of --then's
+    size_t then_ = 0;                // --then's runs started
+    std::vector<int64_t> stored_ids_; // every run's id in the session database, in order
     size_t tab_ = 0;                 // TabShots: the ViewTable entry shown
     int tab_frames_ = 0;             // and PopOutShot's
     int delete_frames_ = 0;

@@ -299,6 +299,35 @@ TEST(Gui, TheSessionBrowserDeletesARun) {
     EXPECT_NE(list.output.find("no runs in"), std::string::npos) << list.output;
 }
 
+// The README's story: SnapKV at a small budget next to the reference, then H2O and
+// StreamingLLM at the same budget, and a report of the three from the export dialog: its
+// Markdown names each method, and its plots are PNGs beside it.
+TEST(Gui, ThreeMethodsRunInTurnAndTheExportDialogWritesTheirReport) {
+    if (!OnPath("xvfb-run")) GTEST_SKIP() << "xvfb-run is missing (Debian xvfb and xauth; ./setup.sh installs them)";
+    const fs::path scratch = Scratch("gui-story");
+    const fs::path report = scratch / "report.md";
+    const Result gui = Gui(scratch, " --method snapkv --budget 16 -n 6 --then h2o,streaming_llm --view-frames 5 --db " +
+                                        (scratch / "gui.db").string() + " --export " + report.string() +
+                                        " --export-format report --screenshot " + (scratch / "story.png").string());
+    ASSERT_EQ(gui.status, 0) << gui.output;
+    for (const auto& [label, method] : {std::pair{"then run #2", "h2o("}, std::pair{"then run #3", "streaming_llm("}}) {
+        const std::string line = LineAfter(gui.output, label);
+        EXPECT_EQ(line.rfind(method, 0), 0u) << gui.output;
+        EXPECT_NE(line.find(" @ 16: done, 6 steps"), std::string::npos) << gui.output;
+    }
+    const std::string md = ReadFile(report);
+    for (const char* method : {"snapkv", "h2o", "streaming_llm"}) EXPECT_NE(md.find(method), std::string::npos) << method << "\n" << md;
+    int plots = 0;
+    for (const auto& entry : fs::directory_iterator(scratch))
+        if (entry.path().extension() == ".png" && entry.path().stem().string().rfind("report-", 0) == 0) {
+            EXPECT_GT(LoadPng(entry.path().string()).w, 0) << entry.path();
+            EXPECT_NE(md.find(entry.path().filename().string()), std::string::npos) << entry.path();
+            ++plots;
+        }
+    EXPECT_GT(plots, 0) << md;
+    EXPECT_TRUE(fs::exists(scratch / "report.html"));
+}
+
 // Stop (Shift+F5) while the full-cache reference runs ends the run there, long before the
 // reference's 400 steps.
 TEST(Gui, StopWorksDuringTheReference) {

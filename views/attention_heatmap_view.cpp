@@ -131,6 +131,7 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
     const bool current = shown[0] == r && shown[1] == layer && shown[2] == head && shown[5] == t.generation;
     const int shown_rows = int(std::min<int64_t>(shown[3], int64_t(t.steps.size())));
     const int64_t per_bin = (t.n_positions + t.bins - 1) / t.bins;
+    const int64_t context = run.n_prompt + int64_t(run.steps.size()); // the last bin may reach past it
     ColorLegend(AttentionColor, per_bin > 1 ? "share of the step's attention per bin, log 0.001 .. 1; grey: evicted"
                                             : "share of the step's attention, log 0.001 .. 1; grey: evicted");
     HelpMarker("Each row is a decode step; each column a bin of key positions holding the sum of the attention "
@@ -149,7 +150,8 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
     }
     if (h.x >= 0) {
         const int32_t step = t.steps[size_t(h.y)];
-        const int64_t p_0 = FoldStart(h.x, t.n_positions, t.bins), p_1 = FoldStart(h.x + 1, t.n_positions, t.bins);
+        const int64_t p_0 = FoldStart(h.x, t.n_positions, t.bins);
+        const int64_t p_1 = std::min(FoldStart(h.x + 1, t.n_positions, t.bins), context);
         const float* row = t.Row(size_t(h.y), layer, head);
         int64_t gone = 0;
         for (int64_t p = p_0; p < p_1; ++p) gone += index.At(p) < step;
@@ -167,7 +169,7 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
         }
     }
     ImGui::TextDisabled("key position 0..%lld across (%lld per bin), recorded decode steps %d..%d down (every %d)%s",
-                        (long long)t.n_positions - 1, (long long)per_bin, t.steps.front(), t.steps.back(), t.stride,
+                        (long long)context - 1, (long long)per_bin, t.steps.front(), t.steps.back(), t.stride,
                         current ? "" : "; folding the new head's image");
 }
 
