@@ -6,6 +6,8 @@
 #include "core/error.h"
 #include "core/policy.h"
 #include "core/utf8.h"
+#include "sessions/attention_blob.h"
+#include "sessions/base64.h"
 #include "sessions/queries.h"
 #include "sessions/run_rows.h"
 
@@ -24,8 +26,8 @@ namespace {
 using Json = nlohmann::ordered_json; // keys in the order written: the bytes are the format
 
 constexpr const char* kFormat = "kvscope-runs";
-constexpr int64_t kVersion = 3; // 2: uuid, task, answer, sweep, cell (schema version 3); 3: a step's
-                                // reference_kv_bytes (schema version 4)
+constexpr int64_t kVersion = 4; // 2: uuid, task, answer, sweep, cell (schema version 3); 3: a step's
+                                // reference_kv_bytes (schema version 4); 4: a step's attention rows
 
 // ---- [SECTION] export -----------------------------------------------------------------
 
@@ -104,6 +106,16 @@ Json run_json(const StoredRun& run, const std::vector<std::string>& comparisons)
     return j;
 }
 
+// A step's attention samples: their shape, and the [n_layer][n_head][n_keys] values as the
+// database's blob (zlib over float32 little-endian, sessions/attention_blob.h) in base64.
+Json attention_json(const AttentionStep& a) {
+    return Json{{"n_layer", a.n_layer},
+                {"n_head", a.n_head},
+                {"n_keys", a.n_keys},
+                {"key_stride", a.key_stride},
+                {"zlib_float32_base64", base64_encode(encode_attention(a.mass.data(), a.mass.size()))}};
+}
+
 Json decision_json(const Decision& d) {
     return Json{{"layer", d.layer}, {"head", d.head}, {"kept", d.kept}, {"evicted", d.evicted}};
 }
@@ -134,6 +146,8 @@ void write_run(sql::Connection& db, const StoredRun& run, std::ostream& out) {
     head.back() = ','; // the object goes on with its steps
     out << head << "\"steps\":[";
     const std::vector<int64_t> with_decisions = steps_with_decisions(db, run.id);
+    const std::vector<AttentionStep> attention = load_attention(db, run.id); // in step order, as the steps
+    auto next_attention = attention.begin();
     const char* separator = "\n";
     for (const StoredStep& s : load_steps(db, run.id)) {
         Json step = step_json(s);
@@ -141,6 +155,9 @@ void write_run(sql::Connection& db, const StoredRun& run, std::ostream& out) {
             step["decisions"] = Json::array();
             for (const Decision& d : load_decisions(db, run.id, s.event.step)) step["decisions"].push_back(decision_json(d));
         }
+        while (next_attention != attention.end() && next_attention->step < s.event.step) ++next_attention;
+        if (next_attention != attention.end() && next_attention->step == s.event.step)
+            step["attention"] = attention_json(*next_attention);
         out << separator << step.dump();
         separator = ",\n";
     }
@@ -263,9 +280,29 @@ std::vector<Decision> read_decisions(const Node& list) {
     return out;
 }
 
+// attention_json()'s inverse, its blob checked to hold exactly the shape's values.
+AttentionStep read_attention(const Node& j, int64_t step) {
+    AttentionStep a;
+    a.step = step;
+    a.n_layer = j["n_layer"].int32(1), a.n_head = j["n_head"].int32(1), a.n_keys = j["n_keys"].int32(1);
+    a.key_stride = j["key_stride"].int32(1);
+    const Node blob = j["zlib_float32_base64"];
+    const double count = double(a.n_layer) * double(a.n_head) * double(a.n_keys);
+    if (count > double(1 << 28)) j.fail("has a shape of over 2^28 values");
+    const std::optional<std::string> bytes = base64_decode(blob.string());
+    if (!bytes) blob.fail("is not base64");
+    try {
+        a.mass = decode_attention(*bytes, size_t(count), "the document");
+    } catch (const std::exception& e) {
+        blob.fail(std::string("does not hold the shape's values: ") + e.what());
+    }
+    return a;
+}
+
 struct ImportedStep {
     StoredStep step;
     std::optional<std::vector<Decision>> decisions; // present in the document, even if empty
+    std::optional<AttentionStep> attention;
 };
 
 struct ImportedRun {
@@ -293,6 +330,7 @@ ImportedStep read_step(const Node& j, int64_t min_step, int64_t version) {
     e.step_seconds = j["step_seconds"].real();
     e.policy_seconds = j["policy_seconds"].real();
     if (j.has("decisions")) out.decisions = read_decisions(j["decisions"]);
+    if (version >= 4 && j.has("attention")) out.attention = read_attention(j["attention"], e.step);
     return out;
 }
 
@@ -406,9 +444,11 @@ int64_t store_run(sql::Connection& db, const ImportedRun& imported) {
 void store_steps(sql::Connection& db, int64_t run_id, const std::vector<ImportedStep>& steps) {
     sql::Statement step = rows::prepare_step(db);
     sql::Statement decisions = rows::prepare_decisions(db);
+    sql::Statement attention = rows::prepare_attention(db);
     for (const ImportedStep& s : steps) {
         rows::insert_step(step, run_id, s.step.event, s.step.text);
         if (s.decisions) rows::insert_decisions(decisions, run_id, s.step.event.step, *s.decisions);
+        if (s.attention) rows::insert_attention(attention, run_id, *s.attention);
     }
 }
 

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/method_spec.h"
 #include "core/utf8.h"
+#include "sessions/base64.h"
 #include "sessions/build_version.h"
 #include "sessions/plot.h"
 #include "sessions/queries.h"
@@ -116,19 +117,6 @@ std::string html_escape(const std::string& text) {
     return out;
 }
 
-std::string base64(const std::string& bytes) {
-    static const char* const digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    out.reserve((bytes.size() + 2) / 3 * 4);
-    for (size_t i = 0; i < bytes.size(); i += 3) {
-        const size_t n = std::min<size_t>(3, bytes.size() - i);
-        uint32_t v = 0;
-        for (size_t k = 0; k < 3; ++k) v = v << 8 | (k < n ? uint8_t(bytes[i + k]) : 0);
-        for (size_t k = 0; k < 4; ++k) out += k <= n ? digits[v >> (18 - 6 * k) & 63] : '=';
-    }
-    return out;
-}
-
 std::string html(const Document& doc) {
     std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" +
                     html_escape(doc.title) +
@@ -156,7 +144,7 @@ std::string html(const Document& doc) {
             h += "</table>\n";
         }
         for (const Figure& f : s.figures)
-            h += "<figure><img alt=\"" + html_escape(f.caption) + "\" src=\"data:image/png;base64," + base64(f.png) +
+            h += "<figure><img alt=\"" + html_escape(f.caption) + "\" src=\"data:image/png;base64," + base64_encode(f.png) +
                  "\"><figcaption>" + html_escape(f.caption) + "</figcaption></figure>\n";
     }
     return h + "</body>\n</html>\n";

@@ -5,6 +5,7 @@
 // is written all or nothing, and the `export` and `sessions import` commands.
 #include "core/error.h"
 #include "core/policy.h"
+#include "sessions/base64.h"
 #include "sessions/export.h"
 #include "sessions/queries.h"
 #include "sessions/schema.h"
@@ -15,8 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -58,6 +61,15 @@ StepEvent step_event(int64_t k, bool reference) {
     return e;
 }
 
+// The attention a viewer recorded at step k: 2 layers x 3 query heads x 4 columns of 5
+// positions, with the floats a text format could lose (-0, a subnormal, the largest).
+AttentionStep step_attention(int64_t k) {
+    AttentionStep a{k, 2, 3, 4, 5, {}};
+    for (int i = 0; i < 24; ++i) a.mass.push_back(float(i + k) / 7.0f);
+    a.mass[1] = -0.0f, a.mass[2] = 1e-40f, a.mass[3] = std::numeric_limits<float>::max();
+    return a;
+}
+
 std::vector<Decision> step_decisions(int64_t k) {
     return {Decision{0, 1, {0, 1, int32_t(5 + k)}, {2, 3}}, Decision{3, 0, {}, {7}}};
 }
@@ -83,11 +95,13 @@ RunSummary summary(const std::string& method, int64_t n_steps, bool reference) {
     return s;
 }
 
-// Stores a run of kTexts.size() steps (decisions at odd steps); `end` null leaves it unfinished.
+// Stores a run of kTexts.size() steps (decisions at odd steps; with a reference, as the
+// workbench runs it, attention at even ones); `end` null leaves it unfinished.
 int64_t store_run(SessionWriter& writer, const RunRecord& r, bool reference, const RunSummary* end) {
     const int64_t id = writer.begin_run(r, [](int32_t token) { return kTexts[size_t(token - 200)]; });
     for (int64_t k = 0; k < int64_t(kTexts.size()); ++k) {
         if (k % 2) writer.on_decisions(k, step_decisions(k));
+        else if (reference) writer.on_attention_rows(step_attention(k));
         writer.on_step(step_event(k, reference));
     }
     if (end) writer.end_run(*end);
@@ -137,6 +151,12 @@ TEST(ExportJson, ImportThenExportGivesTheSameBytes) {
     EXPECT_EQ(comparison_runs(*other, "compare text, runs 1-2"), (std::vector<int64_t>{1, 2}));
     EXPECT_EQ(load_run(*other, 4).status, "unfinished");
     EXPECT_EQ(load_decisions(*other, 1, 3)[0].kept, step_decisions(3)[0].kept);
+    const std::vector<AttentionStep> attention = load_attention(*other, 1);
+    ASSERT_EQ(attention.size(), 3u);
+    EXPECT_EQ(attention[2].step, 4);
+    EXPECT_EQ(attention[2].key_stride, 5);
+    EXPECT_EQ(std::memcmp(attention[2].mass.data(), step_attention(4).mass.data(), 24 * sizeof(float)), 0)
+        << "the floats, bit for bit";
     for (int64_t id : {1, 2, 3, 4}) EXPECT_EQ(load_run(*other, id).record.uuid, load_run(*db, id).record.uuid);
 
     // Into the same one, or again: nothing, since every run is there already.
@@ -177,7 +197,7 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3 * (int64_t(kTexts.size()) + 2) + 2);
     const Json doc = Json::parse(text);
     EXPECT_EQ(doc["format"], "kvscope-runs");
-    EXPECT_EQ(doc["version"], 3);
+    EXPECT_EQ(doc["version"], 4);
     const Json& run = doc["runs"][0];
     EXPECT_FALSE(run.contains("id"));
     EXPECT_EQ(run["method"], "snapkv(window=32,kernel=7)+pyramid"); // canonical, from the summary
@@ -196,6 +216,12 @@ TEST(ExportJson, HoldsEveryFieldWithoutDatabaseIds) {
     EXPECT_EQ(steps[5]["text"], "\xEF\xBF\xBD"); // half a character: U+FFFD, and the byte exactly
     EXPECT_EQ(steps[5]["text_hex"], "c3");
     EXPECT_FALSE(steps[0].contains("decisions"));
+    EXPECT_FALSE(steps[1].contains("attention"));
+    EXPECT_EQ(steps[2]["attention"]["n_layer"], 2);
+    EXPECT_EQ(steps[2]["attention"]["n_head"], 3);
+    EXPECT_EQ(steps[2]["attention"]["n_keys"], 4);
+    EXPECT_EQ(steps[2]["attention"]["key_stride"], 5);
+    EXPECT_TRUE(steps[2]["attention"]["zlib_float32_base64"].is_string());
     EXPECT_EQ(steps[1]["decisions"][0], (Json{{"layer", 0}, {"head", 1}, {"kept", {0, 1, 6}}, {"evicted", {2, 3}}}));
 
     const Json& no_reference = doc["runs"][1];
@@ -224,7 +250,13 @@ TEST(ExportJson, ImportRefusesBadDocumentsAndStoresNothing) {
     const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
         {good.substr(0, good.size() / 2), {"JSON", "parse error"}},
         {"[1, 2]", {"format", "not a KVScope runs export"}},
-        {broken([](Json& d) { d["version"] = 4; }), {"version", "newer"}},
+        {broken([](Json& d) { d["version"] = 5; }), {"version", "newer"}},
+        {broken([](Json& d) { d["runs"][0]["steps"][2]["attention"]["zlib_float32_base64"] = "a*=="; }),
+         {"runs[0].steps[2].attention.zlib_float32_base64", "not base64"}},
+        {broken([](Json& d) { d["runs"][0]["steps"][2]["attention"]["n_keys"] = 5; }),
+         {"runs[0].steps[2].attention.zlib_float32_base64", "does not hold the shape's values"}},
+        {broken([](Json& d) { d["runs"][0]["steps"][2]["attention"]["n_head"] = 1 << 30; }),
+         {"runs[0].steps[2].attention", "over 2^28 values"}},
         {broken([](Json& d) { d["runs"][1]["uuid"] = "ABC"; }), {"runs[1].uuid", "32 lowercase hex digits"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3].erase("token"); }), {"runs[1].steps[3].token", "missing"}},
         {broken([](Json& d) { d["runs"][1]["steps"][3]["step"] = 1; }), {"runs[1].steps[3].step", "integer from 3"}},
@@ -242,6 +274,24 @@ TEST(ExportJson, ImportRefusesBadDocumentsAndStoresNothing) {
         expect_error([&] { import_json(*empty, text, "bad.json"); }, words);
     }
     EXPECT_TRUE(list_runs(*empty).empty());
+}
+
+// RFC 4648's test vectors both ways; what is not padded base64 is refused.
+TEST(Base64, RoundTripsTheRfcVectorsAndRefusesBadText) {
+    const std::pair<const char*, const char*> vectors[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                           {"foo", "Zm9v"},  {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+                                                           {"foobar", "Zm9vYmFy"}};
+    for (const auto& [bytes, text] : vectors) {
+        EXPECT_EQ(base64_encode(bytes), text);
+        EXPECT_EQ(base64_decode(text), std::optional<std::string>(bytes)) << text;
+    }
+    const std::string all_bytes = [] {
+        std::string b;
+        for (int i = 0; i < 256; ++i) b += char(i);
+        return b;
+    }();
+    EXPECT_EQ(base64_decode(base64_encode(all_bytes)), all_bytes);
+    for (const char* bad : {"Zg=", "Zg===", "Z===", "Zm9v!A==", "Zg==Zm8=", "=Zm8"}) EXPECT_FALSE(base64_decode(bad)) << bad;
 }
 
 // ---- CSV ------------------------------------------------------------------------------
