@@ -28,8 +28,8 @@ namespace {
 
 const char* const kFontPath = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"; // fonts-dejavu-core
 
-// $XDG_CONFIG_HOME/kvscope/imgui.ini (or ~/.config/...); empty when there is no home.
-std::string IniPath() {
+// $XDG_CONFIG_HOME/kvscope/<name> (or ~/.config/...); empty when there is no home.
+std::string IniPath(const char* name) {
     const char* xdg = std::getenv("XDG_CONFIG_HOME");
     const char* home = std::getenv("HOME");
     std::filesystem::path dir;
@@ -39,7 +39,7 @@ std::string IniPath() {
     dir /= "kvscope";
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    return ec ? "" : (dir / "imgui.ini").string();
+    return ec ? "" : (dir / name).string();
 }
 
 // The font at the monitor's scale (and the style's sizes with it); ImGui's own font, and
@@ -130,8 +130,11 @@ int run_gui(const GuiOptions& options) {
     }
     ImGuiIO& io = ImGui::GetIO();
     io.ConfigFlags |= ImGuiConfigFlags_NavEnableKeyboard;
-    const std::string ini = IniPath();
-    io.IniFilename = ini.empty() ? nullptr : ini.c_str();
+    // A scripted run starts from the default layout, so that its frames and shots do not
+    // depend on what the user (or the last script) left; it saves what it ends with beside
+    // the user's file, never over it.
+    const std::string ini = IniPath(options.scripted() ? "imgui-scenario.ini" : "imgui.ini");
+    io.IniFilename = ini.empty() || options.scripted() ? nullptr : ini.c_str();
     ImGui::StyleColorsDark();
     const std::string font_error = SetUpFonts(window.handle);
 
@@ -184,7 +187,7 @@ int run_gui(const GuiOptions& options) {
         if (wait_s > 0) glfwWaitEventsTimeout(wait_s);
     }
     // Saved now, whether or not ImGui thinks anything changed (and while `ini` lives).
-    if (io.IniFilename) ImGui::SaveIniSettingsToDisk(io.IniFilename);
+    if (!ini.empty()) ImGui::SaveIniSettingsToDisk(ini.c_str());
     io.IniFilename = nullptr;
     return scenario ? scenario->Finish(shell) : 0;
 }

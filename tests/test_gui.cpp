@@ -234,7 +234,7 @@ TEST(Gui, ScenarioRunsShowsAndMatchesTheCommandLine) {
     EXPECT_GT(views[8].Count(0, 158, 115), 2000) << "no third run's colour (its KV bytes bar) in the comparison";
 
     // The layout and the recent models persisted where XDG says.
-    const std::string ini = ReadFile(scratch / "config" / "kvscope" / "imgui.ini");
+    const std::string ini = ReadFile(scratch / "config" / "kvscope" / "imgui-scenario.ini"); // a script's own
     EXPECT_NE(ini.find("[KVScope][Layout]"), std::string::npos) << ini;
     EXPECT_NE(ini.find("[KVScope][Models]\nModel="), std::string::npos) << ini;
     EXPECT_NE(ini.find("\nPopOut=Export\n"), std::string::npos) << ini;

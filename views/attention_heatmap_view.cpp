@@ -6,9 +6,10 @@
 //          cap), keys the head's cache had evicted by then greyed over their colour;
 //   probe  the head analysis' map of the head last clicked in the head grid, on the probe
 //          that defines its role (max-pooled to at most 512 x 512 cells).
-// Each is one texture, rebuilt only when its data, layer or head changes (the run's off the
-// UI thread, views/image_builder.h; the probe's is at most 512 x 512); the mouse wheel
-// zooms about the mouse, a drag pans, a double click shows it all again.
+// The run's map is a texture of the visible part at most a texel per pixel, folded off the
+// UI thread (views/image_builder.h) when the data, the head or the zoom changes; the
+// probe's is one texture of at most 512 x 512. The mouse wheel zooms about the mouse, a
+// drag pans, a double click shows it all again.
 #include "views/image_builder.h"
 #include "views/plot.h"
 #include "views/views.h"
@@ -16,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
+#include <memory>
 
 namespace kvscope {
 
@@ -23,38 +26,15 @@ namespace {
 
 const ImU32 kNoKey = IM_COL32(20, 20, 24, 255); // no such key yet (causality)
 
-// The run source's image, texel (bin, recorded step), from copies of one head's rows.
-// Runs on the image builder's thread. A bin's keys are greyed by the share of them the
-// head's cache had evicted by the row's step: per bin, the eviction steps sorted, walked
-// once down the rows.
+// One head's rows of a run's trace, copied once per change of the data and shared by
+// every image folded from them (a zoom folds again, copying nothing).
 struct RunRows {
     int bins = 0;
     int64_t n_prompt = 0, n_positions = 0;
-    std::vector<int32_t> steps;     // recorded decode steps
-    std::vector<float> mass;        // [steps][bins]; empty rows are NaN
+    std::vector<int32_t> steps;      // recorded decode steps
+    std::vector<float> mass;         // [steps][bins]; empty rows are NaN
     std::vector<int32_t> evicted_at; // EvictionIndex::evicted_at
 };
-
-Image FoldRunMap(const RunRows& in) {
-    const size_t n_rows = std::max<size_t>(1, in.steps.size()), bins = size_t(std::max(1, in.bins));
-    Image image{int(bins), int(n_rows), std::vector<uint32_t>(n_rows * bins, kNoKey)};
-    for (size_t b = 0; b < size_t(in.bins); ++b) {
-        const int64_t p0 = FoldStart(int64_t(b), in.n_positions, in.bins), p1 = FoldStart(int64_t(b) + 1, in.n_positions, in.bins);
-        std::vector<int32_t> gone;
-        for (int64_t p = p0; p < p1 && size_t(p) < in.evicted_at.size(); ++p)
-            if (in.evicted_at[size_t(p)] != INT32_MAX) gone.push_back(in.evicted_at[size_t(p)]);
-        std::sort(gone.begin(), gone.end());
-        size_t n_gone = 0;
-        for (size_t i = 0; i < in.steps.size(); ++i) {
-            const float v = in.mass[i * bins + b];
-            const int64_t visible = std::min(p1, in.n_prompt + in.steps[i]); // step k's query sees positions < n_prompt + k
-            if (std::isnan(v) || visible <= p0) continue;
-            while (n_gone < gone.size() && gone[n_gone] < in.steps[i]) ++n_gone;
-            image.texels[i * bins + b] = GreyedColor(AttentionColor(v), float(n_gone) / float(visible - p0));
-        }
-    }
-    return image;
-}
 
 RunRows CopyRows(const RunView& rv, const EvictionIndex& index, int layer, int head) {
     const AttentionTrace& t = rv.attention;
@@ -63,6 +43,62 @@ RunRows CopyRows(const RunView& rv, const EvictionIndex& index, int layer, int h
     for (size_t i = 0; i < t.steps.size(); ++i)
         if (const float* row = t.Row(i, layer, head)) std::copy_n(row, t.bins, in.mass.begin() + ptrdiff_t(i * size_t(t.bins)));
     return in;
+}
+
+// The part of the run map an image shows, in the trace's bins [c0, c1) and rows [r0, r1),
+// and the image's size: at most a texel per pixel (the level of detail of the view).
+struct MapWindow {
+    int64_t c0 = 0, c1 = 0, r0 = 0, r1 = 0;
+    int width = 0, height = 0;
+};
+
+MapWindow VisibleWindow(const ZoomPan& zoom, int64_t bins, int64_t rows, ImVec2 size) {
+    auto span = [](float u0, float u1, int64_t n, int64_t& lo, int64_t& hi) {
+        lo = std::clamp<int64_t>(int64_t(std::floor(u0 * float(n))), 0, n - 1);
+        hi = std::clamp<int64_t>(int64_t(std::ceil(u1 * float(n))), lo + 1, n);
+    };
+    MapWindow w;
+    span(zoom.uv0.x, zoom.uv1.x, bins, w.c0, w.c1);
+    span(zoom.uv0.y, zoom.uv1.y, rows, w.r0, w.r1);
+    w.width = int(std::clamp<int64_t>(int64_t(size.x), 1, w.c1 - w.c0));
+    w.height = int(std::clamp<int64_t>(int64_t(size.y), 1, w.r1 - w.r0));
+    return w;
+}
+
+// The window's texels, on the image builder's thread. A texel folds a block of bins (their
+// attention summed: the share the block's keys got) and of rows (the largest such share
+// over the block's steps, so a peak in one step survives), greyed by the share of the
+// block's keys the head's cache had evicted by the block's last step.
+Image FoldRunMap(const RunRows& in, const MapWindow& w) {
+    Image image{w.width, w.height, std::vector<uint32_t>(size_t(w.width) * size_t(w.height), kNoKey)};
+    const size_t bins = size_t(in.bins);
+    std::vector<int32_t> gone; // eviction steps of the column's keys, sorted
+    for (int x = 0; x < w.width; ++x) {
+        const int64_t b0 = w.c0 + FoldStart(x, w.c1 - w.c0, w.width), b1 = w.c0 + FoldStart(x + 1, w.c1 - w.c0, w.width);
+        const int64_t p0 = FoldStart(b0, in.n_positions, in.bins), p1 = FoldStart(b1, in.n_positions, in.bins);
+        gone.clear();
+        for (int64_t p = p0; p < std::min<int64_t>(p1, int64_t(in.evicted_at.size())); ++p)
+            if (in.evicted_at[size_t(p)] != INT32_MAX) gone.push_back(in.evicted_at[size_t(p)]);
+        std::sort(gone.begin(), gone.end());
+        size_t n_gone = 0;
+        for (int y = 0; y < w.height; ++y) {
+            const int64_t i0 = w.r0 + FoldStart(y, w.r1 - w.r0, w.height), i1 = w.r0 + FoldStart(y + 1, w.r1 - w.r0, w.height);
+            float share = NAN;
+            for (int64_t i = i0; i < i1; ++i) {
+                const float* row = &in.mass[size_t(i) * bins];
+                if (std::isnan(row[0])) continue; // a row the trace lacks
+                const float sum = std::accumulate(row + b0, row + b1, 0.0f);
+                share = std::isnan(share) ? sum : std::max(share, sum);
+            }
+            const int32_t last = in.steps[size_t(i1 - 1)];
+            const int64_t visible = std::min(p1, in.n_prompt + last); // step k's query sees positions < n_prompt + k
+            if (std::isnan(share) || visible <= p0) continue;
+            while (n_gone < gone.size() && gone[n_gone] < last) ++n_gone;
+            image.texels[size_t(y) * size_t(w.width) + size_t(x)] =
+                GreyedColor(AttentionColor(share), float(n_gone) / float(visible - p0));
+        }
+    }
+    return image;
 }
 
 // The probe source's image: texel (key cell, query cell).
@@ -87,24 +123,34 @@ void CellText(const char* what, int64_t p0, int64_t p1, const std::string& token
     else ImGui::Text("%s %lld .. %lld (\"%s\" ..)", what, (long long)p0, (long long)p1 - 1, token.c_str());
 }
 
-// The image filling the rest of the view, with zoom and pan; returns the texel under the
-// mouse (or {-1, -1}) and whether it was clicked.
+// The rest of the view, less a line for the caption below it.
+void ImageArea(ImVec2& p0, ImVec2& size) {
+    size = ImGui::GetContentRegionAvail();
+    size.y = std::max(ImGui::GetTextLineHeight(), size.y - ImGui::GetTextLineHeightWithSpacing());
+    p0 = ImGui::GetCursorScreenPos();
+}
+
+// An image over the area, with zoom and pan. The texture covers [image_min, image_max] of
+// the data (uv units: 0..1 the whole of it) and is drawn where the zoom puts that, clipped
+// to the area. Returns the data cell under the mouse, of a data_w x data_h grid (none
+// when either is 0), and whether it was clicked.
 struct Hover {
     int x = -1, y = -1;
     bool clicked = false;
 };
-Hover ZoomableImage(const char* id, ImTextureID texture, int tex_w, int tex_h, ZoomPan& zoom, ImVec2& p0, ImVec2& size) {
-    size = ImGui::GetContentRegionAvail();
-    size.y = std::max(ImGui::GetTextLineHeight(), size.y - ImGui::GetTextLineHeightWithSpacing());
-    p0 = ImGui::GetCursorScreenPos();
+Hover ZoomableImage(const char* id, ImTextureID texture, ImVec2 image_min, ImVec2 image_max, int data_w, int data_h,
+                    ZoomPan& zoom, ImVec2 p0, ImVec2 size) {
     ImGui::InvisibleButton(id, size);
     zoom.Update(p0, size);
-    ImGui::GetWindowDrawList()->AddImage(texture, p0, {p0.x + size.x, p0.y + size.y}, zoom.uv0, zoom.uv1);
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    dl->PushClipRect(p0, {p0.x + size.x, p0.y + size.y}, true);
+    if (texture) dl->AddImage(texture, zoom.ToScreen(p0, size, image_min), zoom.ToScreen(p0, size, image_max));
+    dl->PopClipRect();
     Hover h;
-    if (!ImGui::IsItemHovered() || tex_w <= 0 || tex_h <= 0) return h;
+    if (!ImGui::IsItemHovered() || data_w <= 0 || data_h <= 0) return h;
     const ImVec2 uv = zoom.ToUV(p0, size, ImGui::GetIO().MousePos);
-    h.x = std::clamp(int(uv.x * float(tex_w)), 0, tex_w - 1);
-    h.y = std::clamp(int(uv.y * float(tex_h)), 0, tex_h - 1);
+    h.x = std::clamp(int(uv.x * float(data_w)), 0, data_w - 1);
+    h.y = std::clamp(int(uv.y * float(data_h)), 0, data_h - 1);
     h.clicked = ZoomPan::Clicked();
     return h;
 }
@@ -121,28 +167,45 @@ void DrawRunMap(ViewContext& ctx, int layer, int head) {
         return ImGui::TextDisabled("Run #%d has no attention recorded (it comes with each decode step).", r + 1);
     const int group = std::max(1, t.n_head / std::max(1, ctx.snapshot.model.n_head_kv));
     index.Update(r, run, layer, head / group);
-    const ImageKey key = {r, layer, head, int64_t(t.steps.size()), int64_t(run.evictions.size()), t.generation};
-    if (image.Wants(key)) image.Request(key, [rows = CopyRows(run, index, layer, head)] { return FoldRunMap(rows); });
-    const ImTextureID texture = image.Texture(ctx.upload_texture);
-    if (!texture) return ImGui::TextDisabled("Folding the run's attention...");
-    // The texture may still be the last image asked for: rows of this trace (the newest
-    // steps may follow), or another head's, shown without a readout until its own is done.
-    const ImageKey& shown = image.ShownKey();
-    const bool current = shown[0] == r && shown[1] == layer && shown[2] == head && shown[5] == t.generation;
-    const int shown_rows = int(std::min<int64_t>(shown[3], int64_t(t.steps.size())));
+    const int64_t n_rows = int64_t(t.steps.size());
     const int64_t per_bin = (t.n_positions + t.bins - 1) / t.bins;
     const int64_t context = run.n_prompt + int64_t(run.steps.size()); // the last bin may reach past it
     ColorLegend(AttentionColor, per_bin > 1 ? "share of the step's attention per bin, log 0.001 .. 1; grey: evicted"
                                             : "share of the step's attention, log 0.001 .. 1; grey: evicted");
     HelpMarker("Each row is a decode step; each column a bin of key positions holding the sum of the attention "
-               "its keys got (the bins of a row sum to 1). Greyed: keys the head's cache had evicted by that step.");
+               "its keys got (the bins of a row sum to 1). Where a pixel holds several bins it shows their sum, "
+               "several steps the largest of them. Greyed: keys the head's cache had evicted by that step.");
 
+    // The image of the visible part, folded to the view's pixels off the UI thread from
+    // rows copied once per change of the data.
+    static std::shared_ptr<const RunRows> rows;
+    static ImageKey rows_key;
     ImVec2 p0, size;
-    const Hover h = ZoomableImage("run map", texture, t.bins, current ? shown_rows : 0, zoom, p0, size);
+    ImageArea(p0, size);
+    const MapWindow w = VisibleWindow(zoom, t.bins, n_rows, size);
+    const ImageKey data_key = {r, layer, head, n_rows, int64_t(run.evictions.size()), t.generation};
+    ImageKey key = data_key;
+    key.insert(key.end(), {w.c0, w.c1, w.r0, w.r1, w.width, w.height});
+    if (image.Wants(key)) {
+        if (!rows || rows_key != data_key) rows = std::make_shared<const RunRows>(CopyRows(run, index, layer, head));
+        rows_key = data_key;
+        image.Request(key, [rows = rows, w] { return FoldRunMap(*rows, w); });
+    }
+    const ImTextureID texture = image.Texture(ctx.upload_texture);
+    // The texture may still be the last image asked for: another window of this trace (the
+    // newest steps may follow), or another head's, shown without a readout until its own
+    // is done; one of a trace since thinned is not shown.
+    const ImageKey& shown = image.ShownKey();
+    const bool same_rows = texture && shown[0] == r && shown[5] == t.generation;
+    const bool current = same_rows && shown[1] == layer && shown[2] == head;
+    const ImVec2 image_min = same_rows ? ImVec2{float(shown[6]) / float(t.bins), float(shown[8]) / float(n_rows)} : ImVec2{};
+    const ImVec2 image_max = same_rows ? ImVec2{float(shown[7]) / float(t.bins), float(shown[9]) / float(n_rows)} : ImVec2{};
+    const Hover h = ZoomableImage("run map", same_rows ? texture : nullptr, image_min, image_max, current ? t.bins : 0,
+                                  int(n_rows), zoom, p0, size);
     if (ctx.selection.step >= 0) { // the recorded row at or before the selected step
-        const auto it = std::upper_bound(t.steps.begin(), t.steps.begin() + shown_rows, ctx.selection.step);
+        const auto it = std::upper_bound(t.steps.begin(), t.steps.end(), ctx.selection.step);
         if (it != t.steps.begin()) {
-            const float v = (float(it - t.steps.begin()) - 0.5f) / float(shown_rows);
+            const float v = (float(it - t.steps.begin()) - 0.5f) / float(n_rows);
             const float y = zoom.ToScreen(p0, size, {0, v}).y;
             if (y >= p0.y && y <= p0.y + size.y)
                 ImGui::GetWindowDrawList()->AddLine({p0.x, y}, {p0.x + size.x, y}, IM_COL32(255, 255, 255, 140));
@@ -187,7 +250,8 @@ void DrawProbeMap(ViewContext& ctx) {
     HelpMarker("Query by key on the probe, one prefill with dense attention; where several queries or keys share "
                "a cell it shows their largest probability, so sharp peaks survive the fold.");
     ImVec2 p0, size;
-    const Hover h = ZoomableImage("probe map", image.texture, m.cols, m.rows, zoom, p0, size);
+    ImageArea(p0, size);
+    const Hover h = ZoomableImage("probe map", image.texture, {0, 0}, {1, 1}, m.cols, m.rows, zoom, p0, size);
     if (h.x >= 0) {
         const int64_t q0 = FoldStart(h.y, m.n_query, m.rows), q1 = FoldStart(h.y + 1, m.n_query, m.rows);
         const int64_t k0 = FoldStart(h.x, m.n_key, m.cols), k1 = FoldStart(h.x + 1, m.n_key, m.cols);
