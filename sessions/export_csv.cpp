@@ -15,7 +15,8 @@ void step_row(CsvWriter& csv, int64_t run, const StoredStep& s) {
     csv.integer(run).integer(e.step).integer(e.token).text(s.text).real(e.logprob);
     csv.integer_if(ref, e.reference_token).real_if(ref, e.reference_logprob).real_if(ref, e.kl);
     csv.integer_if(ref, e.top1).integer_if(ref, e.token == e.reference_token);
-    csv.integer(e.kv_bytes).integer(e.kv_slots).real(e.step_seconds).real(e.policy_seconds);
+    csv.integer(e.kv_bytes).integer_if(e.reference_kv_bytes >= 0, e.reference_kv_bytes).integer(e.kv_slots);
+    csv.real(e.step_seconds).real(e.policy_seconds);
     csv.end_row();
 }
 
@@ -48,7 +49,7 @@ void summary_row(CsvWriter& csv, const StoredRun& run) {
 void export_steps_csv(sql::Connection& db, const std::vector<int64_t>& runs, std::ostream& out) {
     CsvWriter csv(out);
     csv.header({"run", "step", "token", "text", "logprob", "reference_token", "reference_logprob", "kl", "top1", "match",
-                "kv_bytes", "kv_slots", "step_seconds", "policy_seconds"});
+                "kv_bytes", "reference_kv_bytes", "kv_slots", "step_seconds", "policy_seconds"});
     for (int64_t id : runs) {
         load_run(db, id); // an unknown id is an error, not an empty table
         for (const StoredStep& s : load_steps(db, id)) step_row(csv, id, s);

@@ -100,10 +100,12 @@ void describe_process(TraceWriter& trace, const StoredRun& run, int64_t sort_ind
     }
 }
 
-// The counters at the end of a step: what the cache holds after its decisions, fidelity
-// against the reference, and the decode speed the step's time amounts to.
+// The counters at the end of a step: what the cache holds after its decisions (and the
+// reference's at the same step), fidelity against the reference, and the decode speed the
+// step's time amounts to.
 void step_counters(TraceWriter& trace, int64_t pid, const StepEvent& e, int64_t end_ns, int64_t step_ns) {
     trace.counter(pid, "KV", end_ns, "bytes", double(e.kv_bytes));
+    if (e.reference_kv_bytes >= 0) trace.counter(pid, "reference KV", end_ns, "bytes", double(e.reference_kv_bytes));
     trace.counter(pid, "kept", end_ns, "slots", double(e.kv_slots));
     if (e.reference_token >= 0) {
         trace.counter(pid, "KL", end_ns, "nats", e.kl);

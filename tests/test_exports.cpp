@@ -345,6 +345,7 @@ TEST(ExportCsv, StepsOfEveryRunParseBackToWhatWasStored) {
         EXPECT_EQ(std::stod(got.at("logprob")), want.logprob); // the shortest text of the same double
         EXPECT_EQ(std::stod(got.at("step_seconds")), want.step_seconds);
         EXPECT_EQ(got.at("kv_bytes"), std::to_string(want.kv_bytes));
+        EXPECT_EQ(got.at("reference_kv_bytes"), run == 1 ? std::to_string(want.reference_kv_bytes) : "");
         EXPECT_EQ(got.at("reference_token"), run == 1 ? std::to_string(want.reference_token) : "");
         if (run == 1) EXPECT_EQ(std::stod(got.at("kl")), want.kl);
         else EXPECT_EQ(got.at("kl"), "");
@@ -454,11 +455,13 @@ TEST(ExportTrace, EventsHaveTheirRequiredFieldsAndSlicesNeverOverlapOnATrack) {
     EXPECT_EQ((track_end[{1, 1}]), std::max(track_end[{1, 2}], track_end[{1, 3}]));
     const int64_t n = int64_t(kTexts.size());
     EXPECT_EQ(counters["1 KV"], n);
+    EXPECT_EQ(counters["1 reference KV"], n);
     EXPECT_EQ(counters["1 KL"], n);
     EXPECT_EQ(counters["1 top-1"], n);
     EXPECT_EQ(counters["1 decode"], n - 1);
     EXPECT_EQ(counters["2 KV"], n);
     EXPECT_EQ(counters["2 KL"], 0) << "no reference, no fidelity";
+    EXPECT_EQ(counters["2 reference KV"], 0);
 }
 
 // ---- files and errors -----------------------------------------------------------------
